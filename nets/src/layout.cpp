@@ -1,0 +1,44 @@
+// Parameter layout and the node-batched matrix.
+#include "spush/nets/layout.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace spush::nets {
+
+int Layout::add(const std::string& name, std::vector<int64_t> shape) {
+  if (name.empty()) throw std::invalid_argument("Layout::add: empty segment name");
+  if (find(name) >= 0) throw std::invalid_argument("Layout::add: duplicate segment '" + name + "'");
+  int64_t size = 1;
+  for (int64_t e : shape) {
+    if (e <= 0)
+      throw std::invalid_argument("Layout::add: segment '" + name + "' has a non-positive extent");
+    size *= e;
+  }
+  segs_.push_back(SegmentInfo{name, std::move(shape), offsets_.back(), size});
+  offsets_.push_back(offsets_.back() + size);
+  return count() - 1;
+}
+
+int Layout::find(const std::string& name) const {
+  for (int i = 0; i < count(); ++i)
+    if (segs_[i].name == name) return i;
+  return -1;
+}
+
+int64_t padded_ld(int64_t d) { return (d + 15) / 16 * 16; }
+
+NodeMatrix::NodeMatrix(int64_t rows, int64_t d) : rows_(rows), d_(d), ld_(padded_ld(d)) {
+  if (rows < 0 || d < 0) throw std::invalid_argument("NodeMatrix: negative shape");
+  data_.assign(static_cast<size_t>(rows * ld_), 0.0f);
+}
+
+void NodeMatrix::fill(float v) { std::fill(data_.begin(), data_.end(), v); }
+
+void NodeMatrix::copy_from(const NodeMatrix& other) {
+  if (other.rows_ != rows_ || other.d_ != d_)
+    throw std::invalid_argument("NodeMatrix::copy_from: shape mismatch");
+  data_ = other.data_;
+}
+
+}  // namespace spush::nets

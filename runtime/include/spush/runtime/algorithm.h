@@ -79,9 +79,14 @@ class Algorithm {
   const nets::NodeMatrix& z();
   const CommStats& stats() const { return stats_; }
   const AlgorithmSpec& spec() const { return spec_; }
-  // Every state buffer by name (for checkpoints): x, u (as a 1-column matrix), errors,
-  // public copies, ...
-  virtual std::vector<std::pair<std::string, nets::NodeMatrix*>> state() = 0;
+  // Every state buffer by name (for checkpoints): x, u, errors, public copies, ...
+  // Restoring = writing the same bytes back into these buffers after init().
+  struct StateTensor {
+    std::string name;
+    float* data;
+    int64_t count;  // floats, padding included
+  };
+  virtual std::vector<StateTensor> state() = 0;
   std::vector<float>& u_mutable() { return u_; }
   CommStats& stats_mutable() { return stats_; }
 

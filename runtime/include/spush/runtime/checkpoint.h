@@ -1,0 +1,51 @@
+// Checkpoint files: versioned, checksummed, written atomically (write + fsync + rename).
+//
+// Layout (little-endian):
+//   "SPUSHCKP" | u32 version | u64 meta_len | meta (JSON text)
+//   | u32 count | count x ( u32 name_len | name | u64 nbytes | bytes )
+//   | u32 crc32 of everything before it
+// A reader verifies magic, version, sizes and CRC before trusting anything, and throws
+// CheckpointError naming the file and what was wrong.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace spush::runtime {
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Checkpoint {
+ public:
+  static constexpr uint32_t kVersion = 1;
+  nlohmann::json meta = nlohmann::json::object();
+
+  void put_bytes(const std::string& name, const void* data, size_t nbytes);
+  void put_floats(const std::string& name, const float* data, int64_t count) {
+    put_bytes(name, data, static_cast<size_t>(count) * sizeof(float));
+  }
+  bool has(const std::string& name) const { return blobs_.count(name) > 0; }
+  // Copies a blob out; throws CheckpointError if it is missing or its size differs.
+  void get_bytes(const std::string& name, void* data, size_t nbytes) const;
+  void get_floats(const std::string& name, float* data, int64_t count) const {
+    get_bytes(name, data, static_cast<size_t>(count) * sizeof(float));
+  }
+  const std::vector<uint8_t>& blob(const std::string& name) const;
+  const std::map<std::string, std::vector<uint8_t>>& blobs() const { return blobs_; }
+  std::string source;  // file it was read from (for error messages)
+
+ private:
+  std::map<std::string, std::vector<uint8_t>> blobs_;
+};
+
+// Writes to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the
+// directory: a crash leaves either the old file or the new one, never a partial file.
+void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
+Checkpoint read_checkpoint(const std::string& path);
+
+}  // namespace spush::runtime

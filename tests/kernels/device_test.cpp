@@ -1,10 +1,11 @@
 // Device discovery never throws and agrees with the build configuration.
+#include "spush/kernels/device.h"
+
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "spush/kernels/axpy.h"
-#include "spush/kernels/device.h"
 
 namespace spush::kernels {
 namespace {

@@ -72,7 +72,8 @@ struct Compressed {
 };
 
 // Error-feedback compression of one row (see the file comment). x, e: [segs.total()].
-// Throws std::invalid_argument if v contains NaN.
+// Throws std::invalid_argument if v contains NaN or +-inf, or if a dequantized value would
+// overflow fp32 (|v| near 1e36 and beyond); e is then left unchanged.
 void compress_ef_cpu(const CompressorSpec& spec, SegmentView segs, const float* x, float* e,
                      Compressed& out, uint32_t node, uint64_t iteration);
 

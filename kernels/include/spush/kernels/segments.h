@@ -15,7 +15,9 @@ struct SegmentView {
 };
 
 // Number of values top-K keeps from a segment of length len at density rho:
-// max(1, ceil(rho * len)), clamped to len; 0 for an empty segment.
+// max(1, ceil(rho * len)), clamped to len; 0 for an empty segment. A product rho * len
+// within 1e-9 (relative) of an integer counts as that integer (0.07 * 100 keeps 7, not 8).
+// Throws std::invalid_argument for rho outside (0, 1] or len < 0.
 int64_t topk_count(int64_t len, double density);
 
 // k_offsets[s+1] - k_offsets[s] = topk_count(length(s), density); returns k_offsets (count + 1).

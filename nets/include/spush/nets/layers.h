@@ -1,0 +1,245 @@
+// CPU layers over node-batched tensors [nodes, batch, c, h, w] (see layer.h for the contract).
+//
+//   Conv2d           im2col + cblas_sgemm per (node, sample chunk); weight [out, in, kh, kw],
+//                    optional bias [out]; He-normal init (fan_out), bias 0.
+//   Linear           y = x W^T + b over [nodes, batch, in, 1, 1]; weight [out, in], bias [out].
+//   ReLU, Flatten, MaxPool2d, AvgPool2d (count_include_pad), GlobalAvgPool.
+//   ZeroPadShortcut  ResNet option A: x[:, :, ::s, ::s] with channels zero-padded to `out`
+//                    (pad split evenly before/after, as in the CIFAR ResNet reference code).
+//   BatchNorm2d      per-node batch statistics (train) or running statistics (eval);
+//                    momentum 0.1, eps 1e-5, running_var updated with the unbiased variance.
+//   GroupNorm        per-sample statistics over groups of adjacent channels.
+//   EvoNormS0        y = x * sigmoid(v x) / sqrt(Var_group(x) + eps) * gamma + beta
+//                    (docs/ALGORITHMS.md §8; biased variance, eps 1e-5, no running statistics).
+//   SoftmaxCrossEntropy  mean loss per node, correct counts, dlogits.
+// Threading: OpenMP over (node, sample range) tasks with single-threaded BLAS inside; the first
+// Conv2d/Linear constructed calls openblas_set_num_threads(1) for the process.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "spush/nets/layer.h"
+
+namespace spush::nets {
+
+struct Conv2dSpec {
+  int64_t in = 0, out = 0;  // channels
+  int64_t kh = 3, kw = 3;   // kernel
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;  // zero padding
+  bool bias = true;
+};
+
+class Conv2d final : public Layer {
+ public:
+  explicit Conv2d(const Conv2dSpec& spec);
+  // Square kernel, same stride and padding in both dimensions.
+  Conv2d(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t pad = 0, bool bias = true);
+  std::string type() const override { return "Conv2d"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override;
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+  const Conv2dSpec& spec() const { return spec_; }
+  int64_t weight_offset() const { return w_off_; }
+  int64_t bias_offset() const { return b_off_; }
+
+ private:
+  Conv2dSpec spec_;
+  int64_t w_off_ = -1, b_off_ = -1;
+  std::vector<std::vector<float>> scratch_;  // per OpenMP thread: im2col + gemm output
+  std::vector<float> partial_;               // per-task weight-gradient partial sums
+};
+
+class Linear final : public Layer {
+ public:
+  Linear(int64_t in, int64_t out, bool bias = true);
+  std::string type() const override { return "Linear"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return in_ * out_ + (bias_ ? out_ : 0); }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+  int64_t weight_offset() const { return w_off_; }
+
+ private:
+  int64_t in_, out_;
+  bool bias_;
+  int64_t w_off_ = -1, b_off_ = -1;
+};
+
+class ReLU final : public Layer {
+ public:
+  std::string type() const override { return "ReLU"; }
+  Shape3 output_shape(Shape3 in) const override { return in; }
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+};
+
+// [c, h, w] -> [c*h*w, 1, 1] (a copy: the data order is unchanged).
+class Flatten final : public Layer {
+ public:
+  std::string type() const override { return "Flatten"; }
+  Shape3 output_shape(Shape3 in) const override { return {in.numel(), 1, 1}; }
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+};
+
+// Max over k x k windows; padding counts as -inf. Gradient goes to the first maximum.
+class MaxPool2d final : public Layer {
+ public:
+  explicit MaxPool2d(int64_t k, int64_t stride = -1, int64_t pad = 0);  // stride -1: = k
+  std::string type() const override { return "MaxPool2d"; }
+  std::string describe() const override;
+  Shape3 output_shape(Shape3 in) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t k_, stride_, pad_;
+  std::vector<int32_t> argmax_;  // per output element: input index within its (n, b, c) plane
+};
+
+// Mean over k x k windows, divisor k*k (padding counts as zeros, PyTorch's default).
+class AvgPool2d final : public Layer {
+ public:
+  explicit AvgPool2d(int64_t k, int64_t stride = -1, int64_t pad = 0);
+  std::string type() const override { return "AvgPool2d"; }
+  std::string describe() const override;
+  Shape3 output_shape(Shape3 in) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t k_, stride_, pad_;
+};
+
+// [c, h, w] -> [c, 1, 1]: mean over the spatial positions.
+class GlobalAvgPool final : public Layer {
+ public:
+  std::string type() const override { return "GlobalAvgPool"; }
+  Shape3 output_shape(Shape3 in) const override { return {in.c, 1, 1}; }
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+};
+
+// ResNet option-A shortcut: out[c', i, j] = in[c' - pad_before, i*stride, j*stride] for
+// c' - pad_before in [0, in_c), else 0, with pad_before = (out_c - in_c) / 2.
+class ZeroPadShortcut final : public Layer {
+ public:
+  ZeroPadShortcut(int64_t in_c, int64_t out_c, int64_t stride);
+  std::string type() const override { return "ZeroPadShortcut"; }
+  std::string describe() const override;
+  Shape3 output_shape(Shape3 in) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t in_c_, out_c_, stride_;
+};
+
+class BatchNorm2d final : public Layer {
+ public:
+  explicit BatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
+  std::string type() const override { return "BatchNorm2d"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 2 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;
+  void set_nodes(int64_t nodes) override;  // running_mean = 0, running_var = 1
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+  std::vector<BufferRef> buffers() override;
+  // [nodes * channels] running statistics.
+  std::vector<float>& running_mean() { return run_mean_; }
+  std::vector<float>& running_var() { return run_var_; }
+
+ private:
+  int64_t c_;
+  float momentum_, eps_;
+  int64_t g_off_ = -1, b_off_ = -1;
+  int64_t nodes_ = 0;
+  std::vector<float> run_mean_, run_var_;
+  // Saved by forward: per (node, channel) mean and 1/sqrt(var + eps) that were used.
+  std::vector<float> mean_, rstd_;
+  bool train_ = true;
+};
+
+class GroupNorm final : public Layer {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f);
+  std::string type() const override { return "GroupNorm"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 2 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t g_, c_;
+  float eps_;
+  int64_t g_off_ = -1, b_off_ = -1;
+  std::vector<float> mean_, rstd_;  // per (node, sample, group)
+};
+
+class EvoNormS0 final : public Layer {
+ public:
+  EvoNormS0(int64_t groups, int64_t channels, float eps = 1e-5f);
+  std::string type() const override { return "EvoNormS0"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 3 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;  // gamma = v = 1, beta = 0
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t g_, c_;
+  float eps_;
+  int64_t g_off_ = -1, b_off_ = -1, v_off_ = -1;
+  std::vector<float> mean_, rstd_;  // per (node, sample, group)
+  std::vector<float> sig_;          // sigmoid(v x) of the last forward, like the input
+};
+
+// Softmax cross-entropy over logits [nodes, batch, classes, 1, 1] and int32 labels
+// [nodes * batch] in [0, classes). Per node: loss = mean over the batch of -log softmax(label),
+// correct = number of samples whose arg-max (lowest index on ties) equals the label.
+struct LossStats {
+  std::vector<double> loss;      // per node
+  std::vector<int64_t> correct;  // per node
+  int64_t batch = 0;             // samples per node
+  double mean_loss() const;
+  double accuracy() const;  // sum(correct) / (nodes * batch)
+};
+
+class SoftmaxCrossEntropy {
+ public:
+  // Loss statistics; if dlogits is not null, also writes dL/dlogits (per node: mean over the
+  // batch, so dlogits = (softmax - onehot) / batch). Throws on an out-of-range label.
+  LossStats forward_backward(const Tensor& logits, const int32_t* labels, Tensor* dlogits) const;
+  // Arg-max class per sample, [nodes * batch].
+  static std::vector<int32_t> argmax(const Tensor& logits);
+};
+
+}  // namespace spush::nets

@@ -1,0 +1,414 @@
+// Normalization layers on the CPU (statistics accumulated in double):
+//   BatchNorm2d: per (node, channel) over (batch, h, w); train uses batch statistics and updates
+//                running_mean/var (momentum m: r = (1-m) r + m stat, unbiased variance), eval
+//                uses the running statistics.
+//   GroupNorm:   per (node, sample, group of C/G adjacent channels), affine per channel.
+//   EvoNormS0:   y = x * sigmoid(v x) * rstd_group * gamma + beta, rstd = 1/sqrt(Var + eps);
+//                forward keeps sigmoid(v x) (one activation-sized buffer) for backward.
+// Backward (xhat = (x - mean) * rstd over M elements sharing the statistics):
+//   normalized: dx = rstd/M * (M*g - sum(g) - xhat * sum(g*xhat)), g = dy*gamma
+//   EvoNorm:    dx = dy*gamma*rstd*(s + v x s (1-s)) + dvar * 2 (x - mean)/M,
+//               dvar = -rstd^3/2 * sum(dy*gamma*x*s)
+#include <cmath>
+
+#include "layers_internal.h"
+#include "spush/nets/layers.h"
+
+namespace spush::nets {
+namespace {
+
+void check_channels(const Layer& l, Shape3 in, int64_t c) {
+  if (in.c != c)
+    throw std::invalid_argument(detail::who(l) + ": input " + in.str() + " has " +
+                                std::to_string(in.c) + " channels, expected " + std::to_string(c));
+}
+
+void check_groups(const char* type, int64_t groups, int64_t channels) {
+  if (channels <= 0 || groups <= 0 || channels % groups != 0)
+    throw std::invalid_argument(std::string(type) + ": channels (" + std::to_string(channels) +
+                                ") must be a positive multiple of groups (" +
+                                std::to_string(groups) + ")");
+}
+
+// Mean and biased variance of n floats.
+inline void moments(const float* x, int64_t n, double& mean, double& var) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  mean = s / static_cast<double>(n);
+  double q = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - mean;
+    q += d * d;
+  }
+  var = q / static_cast<double>(n);
+}
+
+inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+// Declares "<name>.weight" (gamma), "<name>.bias" (beta) of `c` floats each.
+void declare_affine(Layout& layout, const std::string& name, int64_t c, int64_t& g_off,
+                    int64_t& b_off) {
+  g_off = layout.segment(layout.add(name + ".weight", {c})).offset;
+  b_off = layout.segment(layout.add(name + ".bias", {c})).offset;
+}
+
+}  // namespace
+
+// ---- BatchNorm2d ------------------------------------------------------------------------------
+
+BatchNorm2d::BatchNorm2d(int64_t channels, float momentum, float eps)
+    : c_(channels), momentum_(momentum), eps_(eps) {
+  if (channels <= 0 || !(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f))
+    throw std::invalid_argument(
+        "BatchNorm2d: need channels > 0, momentum in [0, 1], eps > 0; got " +
+        std::to_string(channels) + ", " + std::to_string(momentum) + ", " + std::to_string(eps));
+}
+
+std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_string(c_) + ")"; }
+
+void BatchNorm2d::declare(Layout& layout, const std::string& name) {
+  name_ = name;
+  declare_affine(layout, name, c_, g_off_, b_off_);
+}
+
+Shape3 BatchNorm2d::output_shape(Shape3 in) const {
+  check_channels(*this, in, c_);
+  return in;
+}
+
+void BatchNorm2d::init(float* row, std::mt19937_64& rng) const {
+  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
+  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
+}
+
+void BatchNorm2d::set_nodes(int64_t nodes) {
+  nodes_ = nodes;
+  run_mean_.assign(static_cast<size_t>(nodes * c_), 0.0f);
+  run_var_.assign(static_cast<size_t>(nodes * c_), 1.0f);
+}
+
+std::vector<BufferRef> BatchNorm2d::buffers() {
+  return {{name_ + ".running_mean", &run_mean_, c_}, {name_ + ".running_var", &run_var_, c_}};
+}
+
+void BatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  if (in.nodes != nodes_ || run_mean_.size() != static_cast<size_t>(nodes_ * c_))
+    throw std::invalid_argument(detail::who(*this) + ": input has " + std::to_string(in.nodes) +
+                                " nodes but the running statistics hold " + std::to_string(nodes_) +
+                                " (call set_nodes / Model::init)");
+  out.resize_like(in);
+  train_ = train;
+  mean_.resize(static_cast<size_t>(in.nodes * c_));
+  rstd_.resize(mean_.size());
+  const int64_t hw = in.h * in.w, batch = in.batch, m = batch * hw;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    double mean, var;
+    if (train) {
+      double s = 0.0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* x = in.sample(n, b) + c * hw;
+        for (int64_t i = 0; i < hw; ++i) s += x[i];
+      }
+      mean = s / static_cast<double>(m);
+      double q = 0.0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* x = in.sample(n, b) + c * hw;
+        for (int64_t i = 0; i < hw; ++i) q += (x[i] - mean) * (x[i] - mean);
+      }
+      var = q / static_cast<double>(m);
+      const double unbiased = m > 1 ? var * static_cast<double>(m) / (m - 1) : var;
+      run_mean_[nc] = static_cast<float>((1.0 - momentum_) * run_mean_[nc] + momentum_ * mean);
+      run_var_[nc] = static_cast<float>((1.0 - momentum_) * run_var_[nc] + momentum_ * unbiased);
+    } else {
+      mean = run_mean_[nc];
+      var = run_var_[nc];
+    }
+    const float mu = static_cast<float>(mean);
+    const float r = static_cast<float>(1.0 / std::sqrt(var + eps_));
+    mean_[nc] = mu;
+    rstd_[nc] = r;
+    const float gamma = params.row(n)[g_off_ + c], beta = params.row(n)[b_off_ + c];
+    const float a = gamma * r, bb = beta - mu * gamma * r;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* x = in.sample(n, b) + c * hw;
+      float* y = out.sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) y[i] = a * x[i] + bb;
+    }
+  }
+}
+
+void BatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                           const NodeMatrix& params, NodeMatrix& dparams) {
+  detail::check_backward(*this, in, out, dout, params, dparams);
+  if (mean_.size() != static_cast<size_t>(in.nodes * c_))
+    throw std::logic_error(detail::who(*this) + ": backward() without a matching forward()");
+  if (dinp) dinp->resize_like(in);
+  const int64_t hw = in.h * in.w, batch = in.batch, m = batch * hw;
+  const bool train = train_;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    const float mu = mean_[nc], r = rstd_[nc];
+    double sdy = 0.0, sdyx = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) {
+        sdy += dy[i];
+        sdyx += dy[i] * ((x[i] - mu) * r);
+      }
+    }
+    dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
+    dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
+    if (!dinp) continue;
+    const float gamma = params.row(n)[g_off_ + c];
+    const float k = gamma * r;
+    const float a = train ? static_cast<float>(sdy / m) : 0.0f;
+    const float bq = train ? static_cast<float>(sdyx / m) : 0.0f;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      float* dx = dinp->sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) dx[i] = k * (dy[i] - a - (x[i] - mu) * r * bq);
+    }
+  }
+}
+
+// ---- GroupNorm --------------------------------------------------------------------------------
+
+GroupNorm::GroupNorm(int64_t groups, int64_t channels, float eps)
+    : g_(groups), c_(channels), eps_(eps) {
+  check_groups("GroupNorm", groups, channels);
+  if (!(eps > 0.0f)) throw std::invalid_argument("GroupNorm: eps must be > 0");
+}
+
+std::string GroupNorm::describe() const {
+  return "GroupNorm(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
+}
+
+void GroupNorm::declare(Layout& layout, const std::string& name) {
+  name_ = name;
+  declare_affine(layout, name, c_, g_off_, b_off_);
+}
+
+Shape3 GroupNorm::output_shape(Shape3 in) const {
+  check_channels(*this, in, c_);
+  return in;
+}
+
+void GroupNorm::init(float* row, std::mt19937_64& rng) const {
+  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
+  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
+}
+
+void GroupNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  out.resize_like(in);
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw;
+  const int64_t units = in.nodes * in.batch * g_;
+  mean_.resize(static_cast<size_t>(units));
+  rstd_.resize(static_cast<size_t>(units));
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (in.batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;  // the group's channels are contiguous
+    float* y = out.data.data() + u * m;
+    double mean, var;
+    moments(x, m, mean, var);
+    const float mu = static_cast<float>(mean), r = static_cast<float>(1.0 / std::sqrt(var + eps_));
+    mean_[u] = mu;
+    rstd_[u] = r;
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    const float* beta = params.row(n) + b_off_ + grp * cg;
+    for (int64_t c = 0; c < cg; ++c) {
+      const float a = gamma[c] * r, b = beta[c] - mu * gamma[c] * r;
+      for (int64_t i = 0; i < hw; ++i) y[c * hw + i] = a * x[c * hw + i] + b;
+    }
+  }
+}
+
+void GroupNorm::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                         const NodeMatrix& params, NodeMatrix& dparams) {
+  detail::check_backward(*this, in, out, dout, params, dparams);
+  if (mean_.size() != static_cast<size_t>(in.nodes * in.batch * g_))
+    throw std::logic_error(detail::who(*this) + ": backward() without a matching forward()");
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw, batch = in.batch;
+  // Parameter gradients: per (node, channel), summed over samples.
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    double sdy = 0.0, sdyx = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t u = (n * batch + b) * g_ + c / cg;
+      const float mu = mean_[u], r = rstd_[u];
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) {
+        sdy += dy[i];
+        sdyx += dy[i] * ((x[i] - mu) * r);
+      }
+    }
+    dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
+    dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
+  }
+  if (!dinp) return;
+  dinp->resize_like(in);
+  const int64_t units = in.nodes * batch * g_;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;
+    const float* dy = dout.data.data() + u * m;
+    float* dx = dinp->data.data() + u * m;
+    const float mu = mean_[u], r = rstd_[u];
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t i = 0; i < hw; ++i) {
+        const float g = dy[c * hw + i] * gamma[c];
+        sg += g;
+        sgx += g * ((x[c * hw + i] - mu) * r);
+      }
+    const float a = static_cast<float>(sg / m), bq = static_cast<float>(sgx / m);
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t k = c * hw + i;
+        dx[k] = r * (dy[k] * gamma[c] - a - (x[k] - mu) * r * bq);
+      }
+  }
+}
+
+// ---- EvoNormS0 --------------------------------------------------------------------------------
+
+EvoNormS0::EvoNormS0(int64_t groups, int64_t channels, float eps)
+    : g_(groups), c_(channels), eps_(eps) {
+  check_groups("EvoNormS0", groups, channels);
+  if (!(eps > 0.0f)) throw std::invalid_argument("EvoNormS0: eps must be > 0");
+}
+
+std::string EvoNormS0::describe() const {
+  return "EvoNormS0(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
+}
+
+void EvoNormS0::declare(Layout& layout, const std::string& name) {
+  name_ = name;
+  declare_affine(layout, name, c_, g_off_, b_off_);
+  v_off_ = layout.segment(layout.add(name + ".v", {c_})).offset;
+}
+
+Shape3 EvoNormS0::output_shape(Shape3 in) const {
+  check_channels(*this, in, c_);
+  return in;
+}
+
+void EvoNormS0::init(float* row, std::mt19937_64& rng) const {
+  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
+  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
+  std::fill(row + v_off_, row + v_off_ + c_, 1.0f);
+}
+
+void EvoNormS0::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  out.resize_like(in);
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw;
+  const int64_t units = in.nodes * in.batch * g_;
+  mean_.resize(static_cast<size_t>(units));
+  rstd_.resize(static_cast<size_t>(units));
+  sig_.resize(static_cast<size_t>(in.numel()));
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (in.batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;
+    float* y = out.data.data() + u * m;
+    double mean, var;
+    moments(x, m, mean, var);
+    const float r = static_cast<float>(1.0 / std::sqrt(var + eps_));
+    mean_[u] = static_cast<float>(mean);
+    rstd_[u] = r;
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    const float* beta = params.row(n) + b_off_ + grp * cg;
+    const float* v = params.row(n) + v_off_ + grp * cg;
+    float* sg = sig_.data() + u * m;
+    for (int64_t c = 0; c < cg; ++c) {
+      const float a = gamma[c] * r, vc = v[c], b = beta[c];
+      for (int64_t i = 0; i < hw; ++i) {
+        const float xv = x[c * hw + i];
+        const float sv = sigmoid(vc * xv);
+        sg[c * hw + i] = sv;
+        y[c * hw + i] = xv * sv * a + b;
+      }
+    }
+  }
+}
+
+void EvoNormS0::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                         const NodeMatrix& params, NodeMatrix& dparams) {
+  detail::check_backward(*this, in, out, dout, params, dparams);
+  if (mean_.size() != static_cast<size_t>(in.nodes * in.batch * g_) ||
+      sig_.size() != static_cast<size_t>(in.numel()))
+    throw std::logic_error(detail::who(*this) + ": backward() without a matching forward()");
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw, batch = in.batch;
+  // Parameter gradients per (node, channel).
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    const float gamma = params.row(n)[g_off_ + c];
+    double dg = 0.0, db = 0.0, dv = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float r = rstd_[(n * batch + b) * g_ + c / cg];
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      const float* sgm = sig_.data() + (n * batch + b) * in.sample_stride() + c * hw;
+      double sg = 0.0, sv = 0.0;
+      for (int64_t i = 0; i < hw; ++i) {
+        const float s = sgm[i];
+        sg += dy[i] * x[i] * s;
+        sv += dy[i] * x[i] * x[i] * s * (1.0f - s);
+        db += dy[i];
+      }
+      dg += sg * r;
+      dv += sv * gamma * r;
+    }
+    dparams.row(n)[g_off_ + c] += static_cast<float>(dg);
+    dparams.row(n)[b_off_ + c] += static_cast<float>(db);
+    dparams.row(n)[v_off_ + c] += static_cast<float>(dv);
+  }
+  if (!dinp) return;
+  dinp->resize_like(in);
+  const int64_t units = in.nodes * batch * g_;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;
+    const float* dy = dout.data.data() + u * m;
+    float* dx = dinp->data.data() + u * m;
+    const float mu = mean_[u], r = rstd_[u];
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    const float* v = params.row(n) + v_off_ + grp * cg;
+    const float* sgm = sig_.data() + u * m;
+    double dr = 0.0;  // dL/d rstd
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t k = c * hw + i;
+        dr += dy[k] * gamma[c] * x[k] * sgm[k];
+      }
+    // rstd = (var + eps)^(-1/2): dL/dvar = -rstd^3 / 2 * dr; dvar/dx = 2 (x - mean) / M.
+    const float kv = static_cast<float>(-dr * r * r * r / m);
+    for (int64_t c = 0; c < cg; ++c) {
+      const float a = gamma[c] * r, vc = v[c];
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t k = c * hw + i;
+        const float s = sgm[k];
+        dx[k] = dy[k] * a * (s + vc * x[k] * s * (1.0f - s)) + kv * (x[k] - mu);
+      }
+    }
+  }
+}
+
+}  // namespace spush::nets

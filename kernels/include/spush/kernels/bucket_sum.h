@@ -37,7 +37,8 @@ double blocked_sum(const float* v, int64_t len, Term term) {
 
 // sum (double)v[i]^2 (each square is exact in double), blocked order.
 inline double sum_squares_blocked(const float* v, int64_t len) {
-  return blocked_sum(v, len, [](float a) { return static_cast<double>(a) * static_cast<double>(a); });
+  return blocked_sum(v, len,
+                     [](float a) { return static_cast<double>(a) * static_cast<double>(a); });
 }
 
 // sum |(double)v[i]|, blocked order.

@@ -1,0 +1,170 @@
+// spush-bench: the benchmark cases (GPU ones in gpu_cases.cu, CPU ones in cpu_cases.cpp), the
+// input distributions, the ResNet-20 layer table, and the result rows the table and the JSON
+// report are built from. A case is described by CaseInfo and built lazily (buffers exist only
+// while it runs); cases with the same key() but another impl are its baselines.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spush/kernels/mixing.h"
+#include "spush/kernels/philox.h"
+#include "spush/kernels/segments.h"
+
+namespace spush::bench {
+
+enum class Dist { kNormal, kGrad50, kCauchy, kNarrow, kAllEqual };
+inline const char* dist_name(Dist d) {
+  switch (d) {
+    case Dist::kNormal:
+      return "normal";
+    case Dist::kGrad50:
+      return "grad50zero";
+    case Dist::kCauchy:
+      return "cauchy";
+    case Dist::kNarrow:
+      return "narrow";
+    case Dist::kAllEqual:
+      return "allequal";
+  }
+  return "?";
+}
+
+// Element i of a distribution (host and device): N(0,1) by Box-Muller; gradient-like (half
+// exact zeros, the rest N(0, 1e-3^2)); Cauchy; narrow range 1 + U(0, 1e-3) (keys differ only
+// in low mantissa bits); all equal 0.5.
+SPUSH_HD float dist_value(int dist, uint64_t seed, uint64_t i) {
+  using kernels::philox_uniform;
+  const float u1 = philox_uniform(seed, 1, 0, i), u2 = philox_uniform(seed, 2, 0, i);
+  const float two_pi = 6.2831853f;
+  switch (dist) {
+    case 0:
+      return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(two_pi * u2);
+    case 1: {
+      if (u2 < 0.5f) return 0.0f;
+      const float u3 = philox_uniform(seed, 3, 0, i);
+      return 1e-3f * sqrtf(-2.0f * logf(1.0f - u1)) * cosf(two_pi * u3);
+    }
+    case 2:
+      return tanf(3.1415927f * (u1 - 0.5f));
+    case 3:
+      return 1.0f + 1e-3f * u1;
+    default:
+      return 0.5f;
+  }
+}
+
+// CIFAR ResNet-20 with BatchNorm, one segment per layer (conv weight + its BN scale and shift;
+// the classifier's weight and bias): 19 conv layers and 1 fc layer, 269,722 parameters.
+inline std::vector<int64_t> resnet20_layer_offsets() {
+  std::vector<int64_t> lens{3 * 16 * 9 + 32};                    // conv1 + bn1
+  for (int i = 0; i < 6; ++i) lens.push_back(16 * 16 * 9 + 32);  // stage 1
+  lens.push_back(16 * 32 * 9 + 64);                              // stage 2
+  for (int i = 0; i < 5; ++i) lens.push_back(32 * 32 * 9 + 64);
+  lens.push_back(32 * 64 * 9 + 128);  // stage 3
+  for (int i = 0; i < 5; ++i) lens.push_back(64 * 64 * 9 + 128);
+  lens.push_back(64 * 10 + 10);  // fc
+  std::vector<int64_t> off{0};
+  for (int64_t l : lens) off.push_back(off.back() + l);
+  return off;  // off.back() == 269722
+}
+
+// One gossip round of Sparse-Push on a directed ring of `nodes` nodes (x_i += eta * sum_j
+// (P_ij - I_ij) c_j with P_ii = P_i,i-1 = 1/2): node i's message keeps K = topk_count(d, rho)
+// ascending indices spread over the row; terms (i, i, -eta/2) and (i, i-1, eta/2).
+struct RingRound {
+  std::vector<kernels::MixTerm> terms;
+  std::vector<int64_t> offsets{0};
+  std::vector<int32_t> idx;
+  std::vector<float> val, msg_u;
+  int64_t entries() const { return offsets.back(); }
+};
+
+inline RingRound ring_round(int nodes, int64_t d, double rho, uint64_t seed) {
+  RingRound r;
+  const int64_t k = kernels::topk_count(d, rho);
+  const float eta = 0.005f;
+  for (int m = 0; m < nodes; ++m) {
+    for (int64_t j = 0; j < k; ++j) {  // one index in each of K equal strides, jittered
+      const int64_t lo = j * d / k, hi = (j + 1) * d / k;
+      const float u =
+          kernels::philox_uniform(seed, static_cast<uint32_t>(m), 0, static_cast<uint64_t>(j));
+      r.idx.push_back(static_cast<int32_t>(
+          lo + static_cast<int64_t>(u * static_cast<float>(hi - lo)) % (hi - lo)));
+      r.val.push_back(dist_value(0, seed + 1 + m, static_cast<uint64_t>(j)));
+    }
+    r.offsets.push_back(static_cast<int64_t>(r.idx.size()));
+    r.msg_u.push_back(1.0f + 0.01f * static_cast<float>(m % 7));
+    r.terms.push_back(kernels::MixTerm{m, m, -0.5f * eta});
+    r.terms.push_back(kernels::MixTerm{m, (m + nodes - 1) % nodes, 0.5f * eta});
+  }
+  return r;
+}
+
+struct Options {
+  bool quick = false;             // a small set of shapes (smoke runs, CI without time)
+  int max_log2n = 27;             // skip global shapes above 2^max_log2n
+  int64_t cpu_max_n = 1 << 22;    // CPU baselines only up to this many elements
+  int64_t check_max_n = 1 << 24;  // validate GPU results against the CPU up to this size
+  bool gpu = false;               // a usable GPU is present
+};
+
+struct CaseInfo {
+  std::string op;    // copy, topk, topk_layers, ef_topk, qsgd, sign, minmax8, mix_ring
+  std::string impl;  // spush (the fused kernels), cub_sort, unfused, cpu, memcpy
+  std::string dist = "-";
+  int64_t n = 0;  // elements per row
+  int64_t rows = 1;
+  std::string param;  // "K=1%", "bits=8", ...
+  double bytes = 0;   // bytes floor of the op: each input read once, each output written once
+  int iterations = 20;
+  bool gpu = true;
+  std::string key() const {
+    return op + "/n=" + std::to_string(n) + "/rows=" + std::to_string(rows) + "/" + param + "/" +
+           dist;
+  }
+  std::string name() const { return key() + "/" + impl; }
+};
+
+// One built case: run(r) executes the timed work once on input rotation r (GPU work is
+// enqueued on the stream the case was built with); check() validates against the CPU and
+// returns "ok", "FAIL: ..." or "-" (not checked).
+class Instance {
+ public:
+  virtual ~Instance() = default;
+  virtual void run(int rotation) = 0;
+  virtual int rotations() const { return 1; }
+  virtual std::string check() { return "-"; }
+};
+
+struct Case {
+  CaseInfo info;
+  std::function<std::unique_ptr<Instance>(void* stream)> make;
+};
+
+std::vector<Case> cpu_cases(const Options& opt);
+std::vector<Case> gpu_cases(const Options& opt);  // empty in builds without CUDA
+std::string gpu_description();                    // "" without a usable GPU
+
+// Shapes shared by the CPU and GPU case lists.
+inline std::vector<int64_t> global_sizes(const Options& opt) {
+  std::vector<int64_t> all{269722, int64_t{1} << 20, int64_t{1} << 22, int64_t{1} << 24,
+                           int64_t{1} << 27};
+  if (opt.quick) all = {269722, int64_t{1} << 20, int64_t{1} << 24};
+  std::vector<int64_t> out;
+  for (int64_t n : all)
+    if (n <= (int64_t{1} << opt.max_log2n)) out.push_back(n);
+  return out;
+}
+
+inline std::string percent(double rho) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "K=%g%%", rho * 100.0);
+  return buf;
+}
+
+}  // namespace spush::bench

@@ -34,8 +34,7 @@ void one_of(const std::string& key, const std::string& value, std::set<std::stri
 
 void TrainConfig::validate() const {
   check(nodes >= 1, "nodes", str(nodes), "an integer >= 1");
-  check(period >= 1, "period", str(period), "an integer >= 1");
-  one_of("period-unit", period_unit, {"epochs", "iterations"});
+  schedule_period();
   check(failure_prob >= 0 && failure_prob < 1, "failure-prob", str(failure_prob), "a value in [0, 1)");
   try {
     algorithm_kind_from_string(algorithm);
@@ -77,6 +76,24 @@ void TrainConfig::validate() const {
   check(stop_after >= 0, "stop-after", str(stop_after), "an integer >= 0");
   check(threads >= 0, "threads", str(threads), "an integer >= 0");
   check(!(resume && overwrite), "resume", "true", "not together with overwrite");
+}
+
+std::pair<std::string, int64_t> TrainConfig::schedule_period() const {
+  const auto colon = schedule.find(':');
+  const std::string unit = schedule.substr(0, colon);
+  int64_t n = 0;
+  bool ok = colon != std::string::npos && (unit == "epochs" || unit == "iterations");
+  if (ok) {
+    try {
+      size_t used = 0;
+      n = std::stoll(schedule.substr(colon + 1), &used);
+      ok = used == schedule.size() - colon - 1 && n >= 1;
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  check(ok, "schedule", "'" + schedule + "'", "epochs:N or iterations:N with N >= 1");
+  return {unit, n};
 }
 
 nlohmann::json TrainConfig::to_json() const {

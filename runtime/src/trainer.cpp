@@ -152,8 +152,9 @@ struct Trainer::Impl {
     TopologySpec ts;
     ts.name = cfg.topology;
     ts.nodes = cfg.nodes;
-    ts.period = cfg.period;
-    ts.unit = cfg.period_unit == "epochs" ? PeriodUnit::kEpochs : PeriodUnit::kIterations;
+    const auto [unit, period] = cfg.schedule_period();
+    ts.period = period;
+    ts.unit = unit == "epochs" ? PeriodUnit::kEpochs : PeriodUnit::kIterations;
     ts.failure_prob = cfg.failure_prob;
     ts.seed = cfg.seed;
     schedule = std::make_unique<Schedule>(make_schedule(ts));

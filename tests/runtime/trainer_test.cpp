@@ -174,6 +174,7 @@ TEST_F(TrainerTest, RejectsInvalidSettings) {
   expect_error<std::invalid_argument>(with([](auto& x) { x.model = "resnet7"; }), "resnet7");
   expect_error<TopologyError>(with([](auto& x) { x.topology = "rings4"; x.nodes = 5; }), "rings4");
   expect_error<ConfigError>(with([](auto& x) { x.device = "cuda"; }), "device");
+  expect_error<ConfigError>(with([](auto& x) { x.schedule = "weekly"; }), "schedule");
   EXPECT_FALSE(fs::exists(root_ / "bad")) << "an invalid run must not create its output";
 }
 

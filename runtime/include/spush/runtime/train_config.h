@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace spush::runtime {
 
@@ -18,8 +19,7 @@ struct TrainConfig {
   // graph
   int nodes = 4;
   std::string topology = "ring";      // TopologySpec names (topology.h)
-  int64_t period = 1;                 // graph rotation period
-  std::string period_unit = "epochs"; // epochs | iterations
+  std::string schedule = "epochs:1";  // UNIT:N: rotate a topology list every N epochs|iterations
   double failure_prob = 0;            // random link failures per edge per round
   // algorithm and compression
   std::string algorithm = "sparsepush";  // sgp | deepsqueeze | sparsepush | scsp | choco
@@ -72,6 +72,9 @@ struct TrainConfig {
   template <typename F>
   void visit(F&& f);
 
+  // The schedule setting split into (unit, period); throws ConfigError when malformed.
+  std::pair<std::string, int64_t> schedule_period() const;
+
   // Throws ConfigError for the first invalid setting.
   void validate() const;
   nlohmann::json to_json() const;
@@ -85,8 +88,8 @@ void TrainConfig::visit(F&& f) {
   f("topology", topology,
     "ring | bidir-ring | torus | torus:RxC | exponential | full | rings4 | rings4-3 | file:PATH, "
     "or a comma-separated list to rotate");
-  f("period", period, "how long each graph of a rotating list is used");
-  f("period-unit", period_unit, "epochs | iterations");
+  f("schedule", schedule,
+    "rotation of a topology list: epochs:N or iterations:N (each graph used for N of them)");
   f("failure-prob", failure_prob, "probability that a link fails in a round, [0, 1)");
   f("algorithm", algorithm, "sgp | deepsqueeze | sparsepush | scsp | choco");
   f("compressor", compressor, "topk | randomk | qsgd | sign | fractional | minmax8 | identity");

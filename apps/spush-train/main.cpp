@@ -1,9 +1,9 @@
 // spush-train: decentralized training of a network over a simulated graph of nodes.
 // Every setting is a flag and a key of an optional JSON config file (--config FILE); flags
 // given on the command line override the file. See docs/TRAINING.md.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>

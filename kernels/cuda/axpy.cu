@@ -4,8 +4,8 @@
 
 namespace spush::kernels {
 
-__global__ void __launch_bounds__(256) axpy_kernel(int64_t n, float a, const float* __restrict__ x,
-                                                   float* __restrict__ y) {
+__global__ void __launch_bounds__(256)
+    axpy_kernel(int64_t n, float a, const float* __restrict__ x, float* __restrict__ y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     y[i] = fmaf(a, x[i], y[i]);

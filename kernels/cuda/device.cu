@@ -1,7 +1,7 @@
 // Device discovery: any error from the runtime counts as "no GPU".
-#include "spush/kernels/device.h"
-
 #include <cuda_runtime.h>
+
+#include "spush/kernels/device.h"
 
 namespace spush::kernels {
 

@@ -101,7 +101,8 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   const std::filesystem::path target(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw CheckpointError("checkpoint " + path + ": cannot create " + tmp + ": " + errno_text());
+  if (fd < 0)
+    throw CheckpointError("checkpoint " + path + ": cannot create " + tmp + ": " + errno_text());
   size_t done = 0;
   while (done < buf.size()) {
     const ssize_t w = ::write(fd, buf.data() + done, buf.size() - done);
@@ -137,8 +138,8 @@ Checkpoint read_checkpoint(const std::string& path) {
   if (!in) throw CheckpointError("checkpoint " + path + ": cannot open for reading");
   std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (data.size() < 8 + 4 + 8 + 4 + 4)
-    throw CheckpointError("checkpoint " + path + ": file too short (" + std::to_string(data.size()) +
-                          " bytes) to be a spush checkpoint");
+    throw CheckpointError("checkpoint " + path + ": file too short (" +
+                          std::to_string(data.size()) + " bytes) to be a spush checkpoint");
   if (std::memcmp(data.data(), kMagic, 8) != 0)
     throw CheckpointError("checkpoint " + path + ": not a spush checkpoint (bad magic)");
   const size_t body = data.size() - 4;

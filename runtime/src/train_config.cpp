@@ -19,8 +19,7 @@ std::string str(const T& v) {
 }
 
 void check(bool ok, const std::string& key, const std::string& value, const std::string& expected) {
-  if (!ok)
-    throw ConfigError("invalid setting " + key + " = " + value + ": expected " + expected);
+  if (!ok) throw ConfigError("invalid setting " + key + " = " + value + ": expected " + expected);
 }
 
 void one_of(const std::string& key, const std::string& value, std::set<std::string> allowed) {
@@ -35,7 +34,8 @@ void one_of(const std::string& key, const std::string& value, std::set<std::stri
 void TrainConfig::validate() const {
   check(nodes >= 1, "nodes", str(nodes), "an integer >= 1");
   schedule_period();
-  check(failure_prob >= 0 && failure_prob < 1, "failure-prob", str(failure_prob), "a value in [0, 1)");
+  check(failure_prob >= 0 && failure_prob < 1, "failure-prob", str(failure_prob),
+        "a value in [0, 1)");
   try {
     algorithm_kind_from_string(algorithm);
   } catch (const std::exception& e) {
@@ -49,7 +49,8 @@ void TrainConfig::validate() const {
   }
   check(density > 0 && density <= 1, "density", str(density), "a value in (0, 1]");
   check(bits >= 1 && bits <= 9, "bits", str(bits), "1, 2, 4 or 8 (qsgd) or 2..9 (fractional)");
-  check(eta < 0 || (eta > 0 && eta <= 1), "eta", str(eta), "a value in (0, 1], or negative for the default");
+  check(eta < 0 || (eta > 0 && eta <= 1), "eta", str(eta),
+        "a value in (0, 1], or negative for the default");
   check(local_steps >= 1, "local-steps", str(local_steps), "an integer >= 1");
   check(scsp_final_rounds >= 0, "scsp-final-rounds", str(scsp_final_rounds), "an integer >= 0");
   one_of("norm", norm, {"batch", "group", "evonorm", "none"});

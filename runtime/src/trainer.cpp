@@ -3,6 +3,7 @@
 #include "spush/runtime/trainer.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -12,8 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "spush/nets/data.h"
 #include "spush/nets/loader.h"
@@ -194,9 +193,10 @@ struct Trainer::Impl {
                          fs::exists(out / kConfigFile);
     if (cfg.resume) {
       if (!fs::exists(out / kCheckpointFile))
-        throw CheckpointError(fmt::format("--resume: no checkpoint at {}; expected a run started "
-                                          "with --out {}",
-                                          (out / kCheckpointFile).string(), cfg.out));
+        throw CheckpointError(
+            fmt::format("--resume: no checkpoint at {}; expected a run started "
+                        "with --out {}",
+                        (out / kCheckpointFile).string(), cfg.out));
       return;
     }
     if (has_run && !cfg.overwrite)
@@ -262,8 +262,8 @@ struct Trainer::Impl {
           path, have.at("epochs").dump(), cfg.epochs));
     epochs_done = ck->meta.at("epochs_done").get<int>();
     if (epochs_done >= cfg.epochs)
-      throw CheckpointError(fmt::format("checkpoint {}: the run already finished its {} epochs",
-                                        path, epochs_done));
+      throw CheckpointError(
+          fmt::format("checkpoint {}: the run already finished its {} epochs", path, epochs_done));
     iteration = ck->meta.at("iteration").get<int64_t>();
     elapsed_before = ck->meta.value("elapsed_seconds", 0.0);
     for (const auto& t : algo->state()) ck->get_floats("algo/" + t.name, t.data, t.count);
@@ -350,7 +350,8 @@ struct Trainer::Impl {
       cons += s;
     }
     // Test set in chunks; every node sees the same images.
-    const int64_t count = cfg.eval_samples > 0 ? std::min(cfg.eval_samples, test.count) : test.count;
+    const int64_t count =
+        cfg.eval_samples > 0 ? std::min(cfg.eval_samples, test.count) : test.count;
     const int64_t chunk = 250;
     const int64_t ss = test.sample_size();
     std::vector<int64_t> correct(n, 0);
@@ -402,17 +403,18 @@ struct Trainer::Impl {
   }
 
   void print_header() {
-    log << fmt::format("spush-train {}: {} nodes, topology {}, {} (compressor {}, density {}, "
-                       "eta {}), model {} ({} params, norm {}), {} skew {}, device cpu, "
-                       "{} OpenMP threads\n",
-                       version(), cfg.nodes, schedule->describe(), cfg.algorithm, cfg.compressor,
-                       cfg.density, algo->spec().eta, cfg.model, model->num_params(), cfg.norm,
-                       cfg.dataset, cfg.skew, omp_get_max_threads());
+    log << fmt::format(
+        "spush-train {}: {} nodes, topology {}, {} (compressor {}, density {}, "
+        "eta {}), model {} ({} params, norm {}), {} skew {}, device cpu, "
+        "{} OpenMP threads\n",
+        version(), cfg.nodes, schedule->describe(), cfg.algorithm, cfg.compressor, cfg.density,
+        algo->spec().eta, cfg.model, model->num_params(), cfg.norm, cfg.dataset, cfg.skew,
+        omp_get_max_threads());
     log << fmt::format("{} iterations per epoch, batch {} per node; output in {}\n",
                        iters_per_epoch, cfg.batch, out.string());
-    log << fmt::format("{:>5} {:>9} {:>8} {:>20} {:>8} {:>10} {:>11} {:>8} {:>8} {:>7}\n",
-                       "epoch", "loss", "acc", "node acc min..max", "avg-acc", "diverg.",
-                       "MB/node", "compr.", "img/s", "time");
+    log << fmt::format("{:>5} {:>9} {:>8} {:>20} {:>8} {:>10} {:>11} {:>8} {:>8} {:>7}\n", "epoch",
+                       "loss", "acc", "node acc min..max", "avg-acc", "diverg.", "MB/node",
+                       "compr.", "img/s", "time");
     log.flush();
   }
 
@@ -474,8 +476,8 @@ struct Trainer::Impl {
           last_print = Clock::now();
           const double el = seconds_since(epoch_start);
           const double rate = static_cast<double>(seen) / el;
-          const double left = static_cast<double>(total_iters - iteration - 1) * cfg.nodes *
-                              cfg.batch / rate;
+          const double left =
+              static_cast<double>(total_iters - iteration - 1) * cfg.nodes * cfg.batch / rate;
           progress << fmt::format("{}epoch {}/{} iter {}/{} loss {:.4f} {:.0f} img/s ETA {}{}",
                                   tty ? "\r" : "", epoch + 1, cfg.epochs, it + 1, iters_per_epoch,
                                   loss_sum / (static_cast<double>(it + 1) * cfg.nodes), rate,
@@ -517,23 +519,22 @@ struct Trainer::Impl {
         if (!mf) throw std::runtime_error("cannot append to " + (out / kMetricsFile).string());
       }
       save_checkpoint();
-      log << fmt::format("{:>5} {:>9.4f} {:>7.2f}% {:>9.2f}%..{:>6.2f}% {:>7.2f}% {:>10.4g} "
-                         "{:>11.3f} {:>7.1f}x {:>8.0f} {:>7}\n",
-                         epoch + 1, m["train_loss"].get<double>(),
-                         100 * m["test_acc_mean"].get<double>(),
-                         100 * m["test_acc_min"].get<double>(),
-                         100 * m["test_acc_max"].get<double>(),
-                         100 * m["test_acc_avg_model"].get<double>(),
-                         m["divergence"].get<double>(), m["mb_per_node"].get<double>(),
-                         m["compression_factor"].get<double>(), m["images_per_sec"].get<double>(),
-                         fmt_duration(m["epoch_seconds"].get<double>()));
+      log << fmt::format(
+          "{:>5} {:>9.4f} {:>7.2f}% {:>9.2f}%..{:>6.2f}% {:>7.2f}% {:>10.4g} "
+          "{:>11.3f} {:>7.1f}x {:>8.0f} {:>7}\n",
+          epoch + 1, m["train_loss"].get<double>(), 100 * m["test_acc_mean"].get<double>(),
+          100 * m["test_acc_min"].get<double>(), 100 * m["test_acc_max"].get<double>(),
+          100 * m["test_acc_avg_model"].get<double>(), m["divergence"].get<double>(),
+          m["mb_per_node"].get<double>(), m["compression_factor"].get<double>(),
+          m["images_per_sec"].get<double>(), fmt_duration(m["epoch_seconds"].get<double>()));
       log.flush();
       last = m;
       if (cfg.stop_after > 0 && epoch + 1 - first_epoch >= cfg.stop_after &&
           epoch + 1 < cfg.epochs) {
-        log << fmt::format("stopped after {} epoch(s) as requested (--stop-after); continue with "
-                           "--resume --out {}\n",
-                           cfg.stop_after, cfg.out);
+        log << fmt::format(
+            "stopped after {} epoch(s) as requested (--stop-after); continue with "
+            "--resume --out {}\n",
+            cfg.stop_after, cfg.out);
         break;
       }
     }
@@ -546,9 +547,9 @@ struct Trainer::Impl {
     summary["params"] = model->num_params();
     summary["wall_seconds_this_run"] = seconds_since(run_start);
     summary["train_seconds_total"] = elapsed_before;
-    for (const char* k : {"test_acc_mean", "test_acc_min", "test_acc_max", "test_acc_avg_model",
-                          "divergence", "mb_per_node", "compression_factor",
-                          "compression_factor_paper"})
+    for (const char* k :
+         {"test_acc_mean", "test_acc_min", "test_acc_max", "test_acc_avg_model", "divergence",
+          "mb_per_node", "compression_factor", "compression_factor_paper"})
       if (last.contains(k)) summary[k] = last[k];
     if (summary["finished"].get<bool>())
       write_text_atomic(out / kSummaryFile, summary.dump(2) + "\n");

@@ -61,10 +61,11 @@ class TrainCli : public ::testing::Test {
 TEST_F(TrainCli, HelpListsEverySetting) {
   const Result r = run("--help");
   EXPECT_EQ(r.code, 0);
-  for (const char* flag : {"--nodes", "--topology", "--schedule", "--algorithm", "--compressor",
-                           "--density", "--bits", "--eta", "--model", "--norm", "--dataset",
-                           "--data-dir", "--skew", "--epochs", "--batch", "--lr", "--seed",
-                           "--out", "--resume", "--device", "--config"})
+  for (const char* flag :
+       {"--nodes",  "--topology", "--schedule", "--algorithm", "--compressor", "--density",
+        "--bits",   "--eta",      "--model",    "--norm",      "--dataset",    "--data-dir",
+        "--skew",   "--epochs",   "--batch",    "--lr",        "--seed",       "--out",
+        "--resume", "--device",   "--config"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
 }
 

@@ -42,9 +42,8 @@ class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() /
-            ("spush_trainer_" + std::string(::testing::UnitTest::GetInstance()
-                                                ->current_test_info()
-                                                ->name()));
+            ("spush_trainer_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "data");
     write_synthetic(root_ / "data", "train", 512, 1);
@@ -94,10 +93,10 @@ TEST_F(TrainerTest, ShortRunLearnsAndWritesOutputs) {
   for (std::string line; std::getline(m, line); ++lines) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_EQ(j["epoch"].get<int>(), lines + 1);
-    for (const char* k : {"train_loss", "test_acc_mean", "test_acc_min", "test_acc_max",
-                          "test_acc_avg_model", "divergence", "consensus_distance",
-                          "bytes_per_node_iter", "bytes_per_node_iter_paper",
-                          "compression_factor", "images_per_sec"})
+    for (const char* k :
+         {"train_loss", "test_acc_mean", "test_acc_min", "test_acc_max", "test_acc_avg_model",
+          "divergence", "consensus_distance", "bytes_per_node_iter", "bytes_per_node_iter_paper",
+          "compression_factor", "images_per_sec"})
       EXPECT_TRUE(j.contains(k)) << k;
     EXPECT_EQ(j["test_acc_nodes"].size(), 4u);
   }
@@ -172,7 +171,11 @@ TEST_F(TrainerTest, RejectsInvalidSettings) {
   expect_error<ConfigError>(with([](auto& x) { x.nodes = 0; }), "nodes");
   expect_error<ConfigError>(with([](auto& x) { x.batch = 500; }), "batch = 500");
   expect_error<std::invalid_argument>(with([](auto& x) { x.model = "resnet7"; }), "resnet7");
-  expect_error<TopologyError>(with([](auto& x) { x.topology = "rings4"; x.nodes = 5; }), "rings4");
+  expect_error<TopologyError>(with([](auto& x) {
+                                x.topology = "rings4";
+                                x.nodes = 5;
+                              }),
+                              "rings4");
   expect_error<ConfigError>(with([](auto& x) { x.device = "cuda"; }), "device");
   expect_error<ConfigError>(with([](auto& x) { x.schedule = "weekly"; }), "schedule");
   EXPECT_FALSE(fs::exists(root_ / "bad")) << "an invalid run must not create its output";
@@ -225,9 +228,7 @@ TEST_F(TrainerTest, RejectsBadCheckpoints) {
   other.density = 0.5;
   expect_error<CheckpointError>(other, "density");
   // Truncated and corrupted files.
-  {
-    std::ofstream(ck, std::ios::binary | std::ios::trunc) << good.substr(0, good.size() / 2);
-  }
+  { std::ofstream(ck, std::ios::binary | std::ios::trunc) << good.substr(0, good.size() / 2); }
   expect_error<CheckpointError>(c, "checksum");
   {
     std::string bad = good;
@@ -236,7 +237,8 @@ TEST_F(TrainerTest, RejectsBadCheckpoints) {
   }
   expect_error<CheckpointError>(c, "checksum");
   {
-    std::ofstream(ck, std::ios::binary | std::ios::trunc) << "this is not a checkpoint at all, just some text";
+    std::ofstream(ck, std::ios::binary | std::ios::trunc)
+        << "this is not a checkpoint at all, just some text";
   }
   expect_error<CheckpointError>(c, "magic");
   fs::remove(ck);

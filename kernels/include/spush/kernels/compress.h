@@ -37,11 +37,11 @@ enum class IndexCodec { kRaw32, kLocal16, kBlockPosition };
 
 struct CompressorSpec {
   CompressorKind kind = CompressorKind::kTopK;
-  double density = 0.01;        // kTopK, kRandomK, kFractional: fraction kept per bucket, (0, 1]
-  int bits = 8;                 // kQsgd: 1, 2, 4 or 8; kFractional: 2..9
-  bool randomk_scale = false;   // kRandomK: multiply kept values by len/K
+  double density = 0.01;       // kTopK, kRandomK, kFractional: fraction kept per bucket, (0, 1]
+  int bits = 8;                // kQsgd: 1, 2, 4 or 8; kFractional: 2..9
+  bool randomk_scale = false;  // kRandomK: multiply kept values by len/K
   IndexCodec index_codec = IndexCodec::kLocal16;  // sparse kinds: how indices go on the wire
-  uint64_t seed = 0;            // stochastic kinds: Philox key
+  uint64_t seed = 0;                              // stochastic kinds: Philox key
 };
 
 const char* to_string(CompressorKind kind);

@@ -26,32 +26,33 @@ inline unsigned ceil_div(unsigned long long a, unsigned long long b) {
 
 }  // namespace spush::kernels
 
-#define CUDA_CHECK(stmt)                                                                    \
-  do {                                                                                      \
-    cudaError_t spush_err_ = (stmt);                                                        \
-    if (spush_err_ != cudaSuccess)                                                          \
+#define CUDA_CHECK(stmt)                                                                      \
+  do {                                                                                        \
+    cudaError_t spush_err_ = (stmt);                                                          \
+    if (spush_err_ != cudaSuccess)                                                            \
       ::spush::kernels::report_error("CUDA", cudaGetErrorString(spush_err_), #stmt, __FILE__, \
-                                     __LINE__);                                             \
+                                     __LINE__);                                               \
   } while (0)
 
-#define CUDA_CHECK_NOTHROW(stmt)                                                        \
-  do {                                                                                  \
-    cudaError_t spush_err_ = (stmt);                                                    \
-    if (spush_err_ != cudaSuccess)                                                      \
+#define CUDA_CHECK_NOTHROW(stmt)                                                               \
+  do {                                                                                         \
+    cudaError_t spush_err_ = (stmt);                                                           \
+    if (spush_err_ != cudaSuccess)                                                             \
       std::fprintf(stderr, "CUDA error '%s' in %s at %s:%d\n", cudaGetErrorString(spush_err_), \
-                   #stmt, __FILE__, __LINE__);                                          \
+                   #stmt, __FILE__, __LINE__);                                                 \
   } while (0)
 
-#define SPUSH_LIB_CHECK(lib, stmt, ok, tostr)                                            \
-  do {                                                                                   \
-    auto spush_st_ = (stmt);                                                             \
-    if (spush_st_ != (ok))                                                               \
-      ::spush::kernels::report_error(lib, tostr(spush_st_), #stmt, __FILE__, __LINE__);  \
+#define SPUSH_LIB_CHECK(lib, stmt, ok, tostr)                                           \
+  do {                                                                                  \
+    auto spush_st_ = (stmt);                                                            \
+    if (spush_st_ != (ok))                                                              \
+      ::spush::kernels::report_error(lib, tostr(spush_st_), #stmt, __FILE__, __LINE__); \
   } while (0)
 
 // The library-specific forms are usable wherever the library header is included first.
 #ifdef CUBLAS_STATUS_SUCCESS
-#define CUBLAS_CHECK(stmt) SPUSH_LIB_CHECK("cuBLAS", stmt, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+#define CUBLAS_CHECK(stmt) \
+  SPUSH_LIB_CHECK("cuBLAS", stmt, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
 #endif
 #ifdef CUDNN_STATUS_SUCCESS
 #define CUDNN_CHECK(stmt) SPUSH_LIB_CHECK("cuDNN", stmt, CUDNN_STATUS_SUCCESS, cudnnGetErrorString)

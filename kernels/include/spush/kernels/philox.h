@@ -41,8 +41,9 @@ SPUSH_HD Philox4 philox4x32_10(Philox4 c, uint32_t k0, uint32_t k1) {
 SPUSH_HD float philox_uniform(uint64_t seed, uint32_t node, uint64_t iteration, uint64_t element) {
   Philox4 c{{static_cast<uint32_t>(element), static_cast<uint32_t>(element >> 32),
              static_cast<uint32_t>(iteration), node}};
-  const Philox4 r = philox4x32_10(c, static_cast<uint32_t>(seed) ^ static_cast<uint32_t>(iteration >> 32),
-                                  static_cast<uint32_t>(seed >> 32));
+  const Philox4 r =
+      philox4x32_10(c, static_cast<uint32_t>(seed) ^ static_cast<uint32_t>(iteration >> 32),
+                    static_cast<uint32_t>(seed >> 32));
   return static_cast<float>(r.v[0] >> 8) * (1.0f / 16777216.0f);
 }
 

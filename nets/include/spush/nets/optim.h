@@ -16,10 +16,10 @@
 namespace spush::nets {
 
 struct OptimizerSpec {
-  double momentum = 0.9;       // mu (and beta for QGM); 0 disables momentum
+  double momentum = 0.9;  // mu (and beta for QGM); 0 disables momentum
   bool nesterov = false;
   double weight_decay = 1e-4;
-  bool qgm = false;            // Quasi-Global Momentum instead of local momentum
+  bool qgm = false;  // Quasi-Global Momentum instead of local momentum
 };
 
 class Optimizer {

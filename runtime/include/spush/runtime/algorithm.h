@@ -37,12 +37,12 @@ enum class AlgorithmKind {
 
 struct AlgorithmSpec {
   AlgorithmKind kind = AlgorithmKind::kSparsePush;
-  double eta = -1;                      // averaging rate; < 0: default for the density (§3)
-  kernels::CompressorSpec compressor;   // ignored by kSgp
-  bool layerwise = true;                // compress per layout segment (else globally)
-  int local_steps = 1;                  // H: communicate every H iterations
-  int scsp_final_rounds = 40;           // kScsp: rounds of the final phase
-  bool scsp_final_with_updates = false; // kScsp: final phase keeps local updates (see trainer)
+  double eta = -1;                       // averaging rate; < 0: default for the density (§3)
+  kernels::CompressorSpec compressor;    // ignored by kSgp
+  bool layerwise = true;                 // compress per layout segment (else globally)
+  int local_steps = 1;                   // H: communicate every H iterations
+  int scsp_final_rounds = 40;            // kScsp: rounds of the final phase
+  bool scsp_final_with_updates = false;  // kScsp: final phase keeps local updates (see trainer)
 };
 
 AlgorithmKind algorithm_kind_from_string(std::string_view name);  // throws, lists names
@@ -53,12 +53,12 @@ double default_eta(double density);
 
 // Communication accounting for this process's nodes, cumulative.
 struct CommStats {
-  uint64_t rounds = 0;            // communication rounds done
-  uint64_t bytes_actual = 0;      // header + payload bytes sent by local nodes (transport count)
-  double bytes_paper = 0;         // papers' convention: 6 bytes per kept value + 4 for u;
-                                  // dense = 4 (d + 1)
-  double bytes_dense = 0;         // what uncompressed gossip (4 (d + 1) per message) would send
-  uint64_t messages = 0;          // messages sent by local nodes
+  uint64_t rounds = 0;        // communication rounds done
+  uint64_t bytes_actual = 0;  // header + payload bytes sent by local nodes (transport count)
+  double bytes_paper = 0;     // papers' convention: 6 bytes per kept value + 4 for u;
+                              // dense = 4 (d + 1)
+  double bytes_dense = 0;     // what uncompressed gossip (4 (d + 1) per message) would send
+  uint64_t messages = 0;      // messages sent by local nodes
   double compression_factor() const { return bytes_actual ? bytes_dense / bytes_actual : 1.0; }
 };
 

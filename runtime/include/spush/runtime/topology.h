@@ -56,9 +56,9 @@ class Graph {
 };
 
 // Generators. Weights default to uniform over out-degree + 1.
-Graph directed_ring(int n);                 // i -> i+1
-Graph bidirectional_ring(int n);            // i -> i+-1
-Graph torus(int rows, int cols);            // 2-D torus, 4 peers (fewer when a side is < 3)
+Graph directed_ring(int n);       // i -> i+1
+Graph bidirectional_ring(int n);  // i -> i+-1
+Graph torus(int rows, int cols);  // 2-D torus, 4 peers (fewer when a side is < 3)
 Graph fully_connected(int n);
 Graph exponential_graph(int n, int round);  // one peer: i -> i + 2^(round mod log2 n); n power of 2
 // The three 4-node directed rings of 000 Fig. 4/5 (index 0: 0>1>2>3>0, 1: 0>3>2>1>0,
@@ -80,10 +80,10 @@ struct TopologySpec {
   // "file:PATH" (load_edge_list), or a comma-separated list of those to rotate through.
   std::string name = "ring";
   int nodes = 4;
-  int64_t period = 1;                        // how long each graph of a list is used
+  int64_t period = 1;  // how long each graph of a list is used
   PeriodUnit unit = PeriodUnit::kEpochs;
-  double failure_prob = 0;                   // per edge per round, in [0, 1)
-  uint64_t seed = 0;                         // for link failures
+  double failure_prob = 0;  // per edge per round, in [0, 1)
+  uint64_t seed = 0;        // for link failures
 };
 
 class Schedule {

@@ -23,36 +23,37 @@ struct TrainConfig {
   double failure_prob = 0;            // random link failures per edge per round
   // algorithm and compression
   std::string algorithm = "sparsepush";  // sgp | deepsqueeze | sparsepush | scsp | choco
-  std::string compressor = "topk";       // topk | randomk | qsgd | sign | fractional | minmax8 | identity
+  std::string compressor =
+      "topk";  // topk | randomk | qsgd | sign | fractional | minmax8 | identity
   double density = 0.01;
   int bits = 8;
-  std::string index_codec = "local16";   // raw32 | local16 | block
-  bool global_compression = false;       // compress the whole vector instead of per layer
-  double eta = -1;                       // < 0: default for the density (ALGORITHMS.md §3)
+  std::string index_codec = "local16";  // raw32 | local16 | block
+  bool global_compression = false;      // compress the whole vector instead of per layer
+  double eta = -1;                      // < 0: default for the density (ALGORITHMS.md §3)
   int local_steps = 1;
   int scsp_final_rounds = 40;
   bool scsp_final_with_updates = false;
   // model
   std::string model = "lenet5";
-  std::string norm = "group";            // batch | group | evonorm | none
-  int64_t groups = 0;                    // 0: the model's default
+  std::string norm = "group";  // batch | group | evonorm | none
+  int64_t groups = 0;          // 0: the model's default
   int64_t group_size = 0;
-  std::string shortcut = "zeropad";      // zeropad | conv1x1
+  std::string shortcut = "zeropad";  // zeropad | conv1x1
   // data
-  std::string dataset = "fashion-mnist"; // fashion-mnist | cifar10
-  std::string data_dir;                  // empty: $SPUSH_DATA, else the system directory
-  std::string partition = "skew";        // skew | dirichlet | exclusive
+  std::string dataset = "fashion-mnist";  // fashion-mnist | cifar10
+  std::string data_dir;                   // empty: $SPUSH_DATA, else the system directory
+  std::string partition = "skew";         // skew | dirichlet | exclusive
   double skew = 0;
-  double alpha = 0.5;                    // Dirichlet concentration
-  int augment_pad = 0;                   // random crop padding (0: off)
+  double alpha = 0.5;   // Dirichlet concentration
+  int augment_pad = 0;  // random crop padding (0: off)
   bool augment_flip = false;
-  int64_t eval_samples = 0;              // test samples used per evaluation (0: all)
+  int64_t eval_samples = 0;  // test samples used per evaluation (0: all)
   // optimization
   int epochs = 4;
-  int batch = 32;                        // per node
+  int batch = 32;  // per node
   double lr = 0.05;
-  std::string lr_schedule = "step";      // step (x0.1 at 50% and 75%) | const
-  int warmup_epochs = 0;                 // epochs at lr/10 before the schedule
+  std::string lr_schedule = "step";  // step (x0.1 at 50% and 75%) | const
+  int warmup_epochs = 0;             // epochs at lr/10 before the schedule
   double momentum = 0.9;
   bool nesterov = false;
   double weight_decay = 1e-4;
@@ -62,10 +63,10 @@ struct TrainConfig {
   std::string out = "runs/default";
   bool resume = false;
   bool overwrite = false;
-  std::string device = "auto";           // auto | cpu | cuda
-  int stop_after = 0;                    // stop (as if interrupted) after this many epochs of the run
-  int threads = 0;                       // OpenMP threads (0: default)
-  bool quiet = false;                    // no live progress line
+  std::string device = "auto";  // auto | cpu | cuda
+  int stop_after = 0;           // stop (as if interrupted) after this many epochs of the run
+  int threads = 0;              // OpenMP threads (0: default)
+  bool quiet = false;           // no live progress line
 
   // Calls f(key, field, help) for every setting, in a fixed order: the single list that the
   // command line, config files and config.json are built from.

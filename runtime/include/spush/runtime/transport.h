@@ -34,15 +34,15 @@ struct MessageHeader {
   static constexpr uint16_t kVersion = 1;
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
-  uint16_t kind = 0;        // MessageKind
-  uint16_t codec = 0;       // compressor kind * 16 + index codec, see algorithm.cpp
+  uint16_t kind = 0;   // MessageKind
+  uint16_t codec = 0;  // compressor kind * 16 + index codec, see algorithm.cpp
   uint16_t reserved = 0;
-  uint32_t src = 0;         // sending node
-  uint32_t dst = 0;         // receiving node
+  uint32_t src = 0;  // sending node
+  uint32_t dst = 0;  // receiving node
   uint32_t payload_bytes = 0;
   uint64_t round = 0;
-  float weight = 0;         // P[dst][src]
-  float u = 0;              // sender's push-sum weight
+  float weight = 0;  // P[dst][src]
+  float u = 0;       // sender's push-sum weight
 };
 static_assert(sizeof(MessageHeader) == 40, "MessageHeader must be 40 bytes");
 
@@ -51,7 +51,7 @@ void validate_header(const MessageHeader& h, uint64_t round, uint16_t kind, uint
                      uint32_t src, uint32_t dst, size_t payload_bytes);
 
 struct Outgoing {
-  int node = 0;                  // sending (local) node
+  int node = 0;  // sending (local) node
   uint16_t kind = 0;
   uint16_t codec = 0;
   float u = 0;
@@ -60,8 +60,8 @@ struct Outgoing {
 
 struct Incoming {
   int src = 0;
-  int dst = 0;                   // receiving (local) node
-  float weight = 0;              // P[dst][src] as the sender set it
+  int dst = 0;       // receiving (local) node
+  float weight = 0;  // P[dst][src] as the sender set it
   float u = 0;
   std::vector<uint8_t> payload;
 };
@@ -69,11 +69,17 @@ struct Incoming {
 // Bytes per directed edge (src, dst), cumulative.
 class ByteCounter {
  public:
-  void add(int src, int dst, uint64_t bytes) { edges_[{src, dst}] += bytes; total_ += bytes; }
+  void add(int src, int dst, uint64_t bytes) {
+    edges_[{src, dst}] += bytes;
+    total_ += bytes;
+  }
   uint64_t edge(int src, int dst) const;
   uint64_t total() const { return total_; }
   const std::map<std::pair<int, int>, uint64_t>& edges() const { return edges_; }
-  void reset() { edges_.clear(); total_ = 0; }
+  void reset() {
+    edges_.clear();
+    total_ = 0;
+  }
 
  private:
   std::map<std::pair<int, int>, uint64_t> edges_;

@@ -10,7 +10,9 @@ common=(--nodes 4 --topology ring --model lenet5 --dataset fashion-mnist --epoch
 run() { local name=$1; shift; echo "== $name: spush-train ${common[*]} $* --out runs/results/$name";
         "$bin" "${common[@]}" "$@" --out "runs/results/$name" | tail -1; }
 for s in 0 0.8; do
-  for d in 1 0.1 0.01 0.001; do
+  # density 1 is no compression: the full model, eta = 1
+  run "sp_d1_s${s}" --algorithm sparsepush --compressor identity --density 1 --norm group --skew "$s"
+  for d in 0.1 0.01 0.001; do
     run "sp_d${d}_s${s}" --algorithm sparsepush --density "$d" --norm group --skew "$s"
   done
   for d in 0.01 0.001; do

@@ -1,6 +1,6 @@
 // Builds without CUDA: the GPU entry points of compress_cuda.h, codec_cuda.h and mixing_cuda.h
 // exist so that callers link, and throw std::runtime_error naming themselves. (topk.h's GPU
-// entry points are stubbed in topk.cpp, axpy.h's in axpy.cpp.)
+// entry points are defined (to throw) in topk.cpp, axpy.h's in axpy.cpp.)
 #ifndef SPUSH_HAVE_CUDA
 #include <stdexcept>
 #include <string>

@@ -420,6 +420,11 @@ struct Trainer::Impl {
 
   nlohmann::json run() {
     fs::create_directories(out);
+    if (!resume_from) {
+      // --overwrite: the replaced run's checkpoint and summary must not outlive it.
+      fs::remove(out / kCheckpointFile);
+      fs::remove(out / kSummaryFile);
+    }
     write_text_atomic(out / kConfigFile, cfg.to_json().dump(2) + "\n");
     {
       std::string text;

@@ -6,8 +6,11 @@
 #   4. compare with the committed baseline bench/baselines/<device>[-quick].json
 #      (bench/compare.py, tolerance 15% unless --tolerance); without a baseline, write one and
 #      say so (commit it to start tracking);
-#   5. print a summary table last.
-# Exit status: 0 all good; 1 a test failed, a bench case failed its check or regressed;
+#   5. run one spush-gossip averaging job (16 nodes, ResNet-20 size, Sparse-Push top-1 %) on the
+#      GPU and on the CPU: the summaries must be identical; reports the time per round;
+#   6. print a summary table last.
+# Exit status: 0 all good; 1 a test failed, a bench case failed its check or regressed, or the
+# GPU gossip run differs from the CPU one;
 # 3 configure/build failed. Logs and JSON go to --out (default build-gpu/nightly, or $OUT/nightly).
 # Usage: bench/gpu-nightly.sh [--tolerance PCT] [--quick] [--out DIR] [--baseline FILE] [--jobs N]
 #                             [--build-dir DIR]
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --baseline) baseline="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --build-dir) build="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu-nightly: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -80,6 +83,25 @@ else
   compare_note="$(tail -1 "$out/compare.txt")"
 fi
 
+echo "== spush-gossip, GPU against CPU"
+gossip_args="--nodes 16 --dim 269722 --segments 20 --rounds 500 --print-every 500 --compressor topk --density 0.01"
+gossip_rc=0
+if [ "$gpu_name" = "no-gpu" ]; then
+  gossip_note="skipped: no GPU"
+else
+  for dev in cuda cpu; do
+    "$build/bin/spush-gossip" $gossip_args --device $dev > "$out/gossip-$dev.log" 2>&1 || gossip_rc=1
+  done
+  gossip_ms() { sed -n 's/^time: .*(\([0-9.]*\) ms per round.*/\1/p' "$out/gossip-$1.log"; }
+  if [ $gossip_rc -eq 0 ] && [ -n "$(grep '^summary:' "$out/gossip-cuda.log")" ] &&
+     [ "$(grep '^summary:' "$out/gossip-cuda.log")" = "$(grep '^summary:' "$out/gossip-cpu.log")" ]; then
+    gossip_note="same trajectory; $(gossip_ms cuda) ms per round on the GPU, $(gossip_ms cpu) on the CPU"
+  else
+    gossip_rc=1
+    gossip_note="GPU and CPU runs differ or failed: see $out/gossip-cuda.log, $out/gossip-cpu.log"
+  fi
+fi
+
 echo
 echo "== details"
 [ -f "$out/compare.txt" ] && head -40 "$out/compare.txt"
@@ -95,5 +117,7 @@ printf "%-12s %-10s %s\n" "build" "ok" "$build (Release, sm_90)"
 printf "%-12s %-10s %s\n" "gpu tests" "$(status $test_rc)" "${tests_line:-see $out/ctest-gpu.log} (${skipped} skipped lines)"
 printf "%-12s %-10s %s\n" "bench" "$(status $bench_rc)" "$out/bench.json"
 printf "%-12s %-10s %s\n" "compare" "$(status $compare_rc)" "$compare_note"
-[ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $compare_rc -eq 0 ] && ! grep -q "FAIL" "$out/bench.log"
+printf "%-12s %-10s %s\n" "gossip" "$(status $gossip_rc)" "$gossip_note"
+[ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $compare_rc -eq 0 ] && [ $gossip_rc -eq 0 ] &&
+  ! grep -q "FAIL" "$out/bench.log"
 exit $(( $? != 0 ))

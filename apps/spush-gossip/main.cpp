@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "spush/nets/optim.h"
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
+#include "spush/runtime/algorithm_cuda.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/topology.h"
 #include "spush/runtime/transport.h"
@@ -114,16 +116,56 @@ void validate_options(const Options& o) {
   require(o.target_gap == 0 || o.mode == "logistic",
           "--target-gap: only meaningful with --mode logistic");
   if (o.device == "cuda") {
+    require(o.mode == "averaging",
+            "--device cuda: runs the averaging mode only (the logistic mode computes its "
+            "gradients on the host), use --device cpu");
     require(spush::kernels::cuda_compiled(),
             "--device cuda: this build of spush has no CUDA support (rebuild with "
             "-DSPUSH_ENABLE_CUDA=ON and a CUDA compiler), use --device cpu");
     require(spush::kernels::cuda_device_count() > 0,
             "--device cuda: no usable CUDA device was found, use --device cpu");
-    throw UsageError(
-        "--device cuda: the gossip algorithms of this build keep the node matrices in host "
-        "memory only, use --device cpu");
   }
 }
+
+// The algorithm on the host (make_algorithm over the `local` transport) or with the node
+// matrix on the GPU (make_algorithm_cuda over the device-memory `local` transport).
+class Gossip {
+ public:
+  Gossip(const rt::AlgorithmSpec& spec, const spush::nets::Layout& layout,
+         const rt::Schedule& schedule, int nodes, bool cuda) {
+    if (cuda) {
+      std::string why;
+      require(rt::algorithm_cuda_supports(spec, &why), "--device cuda: " + why);
+      device_transport_ = std::make_unique<rt::DeviceLocalTransport>(nodes);
+      gpu_ = rt::make_algorithm_cuda(spec, layout, schedule, *device_transport_);
+    } else {
+      transport_ = rt::make_local_transport(nodes);
+      cpu_ = rt::make_algorithm(spec, layout, schedule, *transport_);
+    }
+  }
+  void init(const NodeMatrix& x0) { cpu_ ? cpu_->init(x0) : gpu_->init(x0); }
+  void communicate(int64_t t, int64_t epoch) {
+    cpu_ ? cpu_->communicate(t, epoch) : gpu_->communicate(t, epoch);
+  }
+  void gossip_rounds(int rounds, int64_t t, int64_t epoch) {
+    cpu_ ? cpu_->gossip_rounds(rounds, t, epoch) : gpu_->gossip_rounds(rounds, t, epoch);
+  }
+  const NodeMatrix& z() {
+    if (cpu_) return cpu_->z();
+    gpu_->download_z(z_);
+    return z_;
+  }
+  NodeMatrix& x() { return cpu_->x(); }  // host algorithms only (logistic mode)
+  const rt::CommStats& stats() const { return cpu_ ? cpu_->stats() : gpu_->stats(); }
+  const rt::AlgorithmSpec& spec() const { return cpu_ ? cpu_->spec() : gpu_->spec(); }
+
+ private:
+  std::unique_ptr<rt::Transport> transport_;
+  std::unique_ptr<rt::Algorithm> cpu_;
+  std::unique_ptr<rt::DeviceLocalTransport> device_transport_;
+  std::unique_ptr<rt::DeviceAlgorithm> gpu_;
+  NodeMatrix z_;
+};
 
 // One printed row.
 struct Row {
@@ -240,8 +282,7 @@ int run(const Options& o) {
     layout = rt::make_segment_layout(o.dim, o.segments);
   }
 
-  auto transport = rt::make_local_transport(o.nodes);
-  auto algo = rt::make_algorithm(aspec, layout, schedule, *transport);
+  auto algo = std::make_unique<Gossip>(aspec, layout, schedule, o.nodes, o.device == "cuda");
 
   // Initial state: random vectors (averaging) or the common start x0 = 0 (logistic).
   NodeMatrix x0(o.nodes, o.dim);
@@ -258,8 +299,8 @@ int run(const Options& o) {
   }
   const Printer printer(o.json.empty() ? nullptr : &json_file);
 
-  fmt::print("# spush-gossip {}: mode {}, topology {}\n", rt::version(), o.mode,
-             schedule.describe());
+  fmt::print("# spush-gossip {}: mode {}, device {}, topology {}\n", rt::version(), o.mode,
+             o.device, schedule.describe());
   const std::string compression =
       algo->spec().kind == rt::AlgorithmKind::kSgp
           ? std::string("none")
@@ -317,6 +358,7 @@ int run(const Options& o) {
   }
 
   printer.row(measure(0, logistic));
+  const auto started = std::chrono::steady_clock::now();
   std::optional<Row> reached;
   Row last;
   const bool scsp = algo->spec().kind == rt::AlgorithmKind::kScsp;
@@ -354,12 +396,19 @@ int run(const Options& o) {
     }
   }
   if (total == 0) last = measure(0, logistic);
+  // The last measure() read the state back, so on the GPU every round has finished here.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   fmt::print(
       "summary: rounds {} consensus_error {:.6e} objective_gap {} bytes_per_node {:.0f} "
       "bytes_per_node_paper {:.0f} compression_factor {:.3f}\n",
       last.round, last.consensus, last.gap ? fmt::format("{:.6e}", *last.gap) : "-",
       last.bytes_actual, last.bytes_paper, last.factor);
+  fmt::print(
+      "time: {:.3f} s for {} rounds on the {} ({:.3f} ms per round, printed rows included)\n",
+      seconds, last.round, o.device == "cuda" ? "GPU" : "CPU",
+      last.round > 0 ? 1e3 * seconds / static_cast<double>(last.round) : 0.0);
   if (o.target_gap > 0) {
     if (reached)
       fmt::print(

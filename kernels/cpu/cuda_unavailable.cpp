@@ -42,6 +42,20 @@ void decode_sparse_rows_cuda(const SparseWireLayout&, const int64_t*, int64_t, c
   no_cuda("decode_sparse_rows_cuda");
 }
 
+DenseWireLayout dense_wire_layout(const CompressorSpec&, SegmentView) {
+  no_cuda("dense_wire_layout");
+}
+
+void encode_dense_rows_cuda(const DenseWireLayout&, const int64_t*, int64_t, const DeviceMessage&,
+                            uint8_t*, size_t, Stream) {
+  no_cuda("encode_dense_rows_cuda");
+}
+
+void decode_dense_rows_cuda(const DenseWireLayout&, const int64_t*, int64_t, const uint8_t*, size_t,
+                            float*, int64_t, int*, Stream) {
+  no_cuda("decode_dense_rows_cuda");
+}
+
 void gossip_mix_sparse_cuda(float*, int64_t, int64_t, float*, const MixTerm*, int64_t,
                             const int64_t*, int64_t, const int32_t*, const float*, const float*,
                             int*, Stream) {
@@ -55,6 +69,10 @@ void gossip_mix_dense_cuda(float*, int64_t, int64_t, int64_t, float*, const MixT
 
 void debias_cuda(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, Stream) {
   no_cuda("debias_cuda");
+}
+
+void scale_rows_cuda(float*, int64_t, int64_t, int64_t, const double*, Stream) {
+  no_cuda("scale_rows_cuda");
 }
 
 void gossip_mix_sparse_debias_cuda(float*, int64_t, int64_t, int64_t, float*, const MixTerm*,

@@ -116,6 +116,21 @@ void gossip_mix_dense_cpu(float* x, int64_t ld, int64_t d, float* u, const MixTe
     for (int64_t t = 0; t < nterms; ++t) u[terms[t].dst] += terms[t].weight * msg_u[terms[t].msg];
 }
 
+void scale_rows_cpu(float* x, int64_t rows, int64_t ld, int64_t d, const double* w) {
+  if (rows < 0 || d < 0 || ld < d)
+    throw std::invalid_argument(
+        "scale_rows_cpu: need rows >= 0 and 0 <= d <= ld, got rows = " + std::to_string(rows) +
+        ", d = " + std::to_string(d) + ", ld = " + std::to_string(ld));
+  if (rows == 0 || d == 0) return;
+  if (!x || !w) throw std::invalid_argument("scale_rows_cpu: x and w must be non-null");
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    const double wr = w[r];
+    for (int64_t k = 0; k < d; ++k) xr[k] = static_cast<float>(wr * static_cast<double>(xr[k]));
+  }
+}
+
 void debias_cpu(const float* x, int64_t ld, const float* u, int64_t rows, int64_t d, float* z,
                 int64_t ldz) {
   constexpr const char* kFn = "debias_cpu";

@@ -154,6 +154,15 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads)
+    scale_rows_kernel(float* x, int64_t ld, int64_t d, const double* w) {
+  const int64_t r = blockIdx.y;
+  const double wr = w[r];
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; j < d;
+       j += static_cast<int64_t>(gridDim.x) * kThreads)
+    x[r * ld + j] = __double2float_rn(__dmul_rn(wr, static_cast<double>(x[r * ld + j])));
+}
+
+__global__ void __launch_bounds__(kThreads)
     debias_kernel(const float* x, int64_t ld, const float* u, int64_t d, float* z, int64_t ldz) {
   const int64_t r = blockIdx.y;
   const float ur = u[r];
@@ -180,12 +189,13 @@ void update_u(float* u, int64_t rows, const MixTerm* terms, int64_t nterms, int6
 
 void check_sparse(const char* fn, float* x, int64_t rows, int64_t ld, const float* u,
                   const MixTerm* terms, int64_t nterms, const int64_t* msg_offsets, int64_t nmsg,
-                  const int32_t* idx, const float* val, const float* msg_u) {
+                  const int32_t* idx, const float* val, const float* msg_u, bool u_premixed) {
   check(rows >= 0 && rows <= 65535 && ld >= 0 && nterms >= 0 && nmsg >= 0, fn,
         "need 0 <= rows <= 65535 and ld, nterms, nmsg >= 0, got rows = " + std::to_string(rows) +
             ", ld = " + std::to_string(ld) + ", nterms = " + std::to_string(nterms) +
             ", nmsg = " + std::to_string(nmsg));
-  check(!(u && !msg_u), fn, "u is given but msg_u is null (push-sum weights need both)");
+  check(u_premixed || !(u && !msg_u), fn,
+        "u is given but msg_u is null (push-sum weights need both)");
   check(nterms == 0 || (x && terms && msg_offsets && idx && val), fn,
         "x, terms, msg_offsets, idx and val must be non-null device pointers");
 }
@@ -197,7 +207,7 @@ void gossip_mix_sparse_cuda(float* x, int64_t rows, int64_t ld, float* u, const 
                             const int32_t* idx, const float* val, const float* msg_u,
                             int* error_flag, Stream stream) {
   check_sparse("gossip_mix_sparse_cuda", x, rows, ld, u, terms, nterms, msg_offsets, nmsg, idx, val,
-               msg_u);
+               msg_u, false);
   if (nterms == 0 || rows == 0) return;
   if (ld > 0) {
     const dim3 grid(column_blocks(ld, kSparseTile), static_cast<unsigned>(rows));
@@ -214,13 +224,13 @@ void gossip_mix_sparse_debias_cuda(float* x, int64_t rows, int64_t ld, int64_t d
                                    const float* msg_u, float* z, int64_t ldz, int* error_flag,
                                    Stream stream) {
   constexpr const char* kFn = "gossip_mix_sparse_debias_cuda";
-  check_sparse(kFn, x, rows, ld, u, terms, nterms, msg_offsets, nmsg, idx, val, msg_u);
+  check_sparse(kFn, x, rows, ld, u, terms, nterms, msg_offsets, nmsg, idx, val, msg_u, true);
   check(d >= 0 && d <= ld && ldz >= d, kFn,
         "need 0 <= d <= ld and ldz >= d, got d = " + std::to_string(d) +
             ", ld = " + std::to_string(ld) + ", ldz = " + std::to_string(ldz));
-  check(u && msg_u && z && x, kFn, "x, u, msg_u and z must be non-null device pointers");
+  check(u && z && x, kFn, "x, u and z must be non-null device pointers");
   if (rows == 0 || ld == 0) return;
-  update_u(u, rows, terms, nterms, nmsg, msg_u, error_flag, stream);
+  if (msg_u) update_u(u, rows, terms, nterms, nmsg, msg_u, error_flag, stream);
   const int64_t tiles = (ld + kFusedTile - 1) / kFusedTile;
   check(tiles <= 0x7FFFFFFF, kFn, "row too long for the tile grid");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(rows));
@@ -246,6 +256,19 @@ void gossip_mix_dense_cuda(float* x, int64_t rows, int64_t ld, int64_t d, float*
     CUDA_CHECK(cudaGetLastError());
   }
   if (u) update_u(u, rows, terms, nterms, nmsg, msg_u, error_flag, stream);
+}
+
+void scale_rows_cuda(float* x, int64_t rows, int64_t ld, int64_t d, const double* w,
+                     Stream stream) {
+  constexpr const char* kFn = "scale_rows_cuda";
+  check(rows >= 0 && rows <= 65535 && d >= 0 && ld >= d, kFn,
+        "need 0 <= rows <= 65535 and 0 <= d <= ld; got rows = " + std::to_string(rows) +
+            ", d = " + std::to_string(d) + ", ld = " + std::to_string(ld));
+  if (rows == 0 || d == 0) return;
+  check(x && w, kFn, "x and w must be non-null device pointers");
+  const dim3 grid(column_blocks(d, kThreads * 8), static_cast<unsigned>(rows));
+  scale_rows_kernel<<<grid, kThreads, 0, stream>>>(x, ld, d, w);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 void debias_cuda(const float* x, int64_t ld, const float* u, int64_t rows, int64_t d, float* z,

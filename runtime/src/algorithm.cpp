@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "push_sum_round.h"
 #include "spush/kernels/codec.h"
 #include "spush/kernels/mixing.h"
 
@@ -81,24 +82,8 @@ uint16_t codec_id(const CompressorSpec& c) {
   return static_cast<uint16_t>(static_cast<int>(c.kind) * 16 + static_cast<int>(c.index_codec));
 }
 
-// The mixing weight a receiver applies to a message: eta * P[dst][src] as the header carries
-// it (fp32), rounded to fp32.
-float received_weight(double eta, float header_weight) {
-  return static_cast<float>(eta * static_cast<double>(header_weight));
-}
-
-// base - sum over node i's out-edges (no self-loop) of the weights its receivers apply. Used for
-// the self terms (1 + eta (P_ii - 1) = 1 - eta sum_j P_ji, and eta (P_ii - 1) = -eta sum_j
-// P_ji), so that the weights of each column add up to what the math says (1, or 0 for the
-// difference form) up to one fp32 rounding of the self weight, not to the rounding of P_ii:
-// the sums of x and u then carry no rounding bias from round to round.
-double self_weight(const Graph& g, int i, double eta, double base) {
-  double sum = 0;
-  for (const Edge& e : g.out_edges(i)) {
-    if (e.dst != i) sum += received_weight(eta, static_cast<float>(e.weight));
-  }
-  return base - sum;
-}
+using detail::received_weight;
+using detail::self_weight;
 
 // Below this many floats per round, OpenMP's fork/join costs more than the rows take.
 constexpr int64_t kParallelWork = int64_t{1} << 16;
@@ -192,6 +177,11 @@ class PushSumAlgorithm : public Algorithm {
     if (t < 0) throw std::invalid_argument(fmt::format("{}: iteration {} < 0", fn, t));
   }
   bool communicates(int64_t t) const { return (t + 1) % spec_.local_steps == 0; }
+
+  // Message index of the k-th incoming message of local node r in the message table.
+  auto in_msg() const {
+    return [this](int r, size_t k) { return in_first_[r] + static_cast<int32_t>(k); };
+  }
 
   // Sets the outgoing message of local node r (payload filled by the caller).
   Outgoing& outgoing(int r, MessageKind kind, uint16_t codec) {
@@ -320,32 +310,13 @@ class PushSumAlgorithm : public Algorithm {
       paper_bytes_[r] = 4.0 * static_cast<double>(d_ + 1);
     }
     exchange(g, round, dense_spec_);
-    terms_.clear();
-    for (int r = 0; r < local_; ++r) {
-      // The self term in double, one rounding: exact column sums, no bias (see self_weight).
-      const double w_self = self_weight(g, first_ + r, eta, 1.0);
-      float* xr = x_.row(r);
-      for (int64_t k = 0; k < d_; ++k) xr[k] = static_cast<float>(w_self * xr[k]);
-      for (size_t k = 0; k < in_[r].size(); ++k) {
-        terms_.push_back(
-            {r, in_first_[r] + static_cast<int32_t>(k), received_weight(eta, in_[r][k].weight)});
-      }
-    }
+    // The self term in double, one rounding: exact column sums, no bias (see self_weight).
+    w_self_.resize(static_cast<size_t>(local_));
+    for (int r = 0; r < local_; ++r) w_self_[r] = self_weight(g, first_ + r, eta, 1.0);
+    kernels::scale_rows_cpu(x_.data(), local_, x_.ld(), d_, w_self_.data());
+    detail::incoming_terms(eta, in_, in_msg(), terms_);
     apply_terms(false, x_.data(), x_.ld());
-    mix_u(g, eta);
-  }
-
-  // u_i <- (1 - eta sum_j P_ji) u_i + sum_j eta P_ij u_j  (= u_i + eta sum_j (P_ij - I_ij) u_j)
-  // on the pre-round u (own and the senders' from the headers), accumulated in double and
-  // rounded once: on a doubly stochastic graph u stays exactly 1.
-  void mix_u(const Graph& g, double eta) {
-    for (int r = 0; r < local_; ++r) {
-      double acc = self_weight(g, first_ + r, eta, 1.0) * static_cast<double>(u_[r]);
-      for (const Incoming& m : in_[r]) {
-        acc += static_cast<double>(received_weight(eta, m.weight)) * static_cast<double>(m.u);
-      }
-      u_[r] = static_cast<float>(acc);
-    }
+    detail::mix_u(g, first_, eta, in_, u_);
   }
 
   const Schedule& schedule_;
@@ -368,6 +339,7 @@ class PushSumAlgorithm : public Algorithm {
   std::vector<int32_t> msg_idx_;
   std::vector<float> msg_val_;
   std::vector<float> msg_dense_;
+  std::vector<double> w_self_;
 };
 
 // SGP / D-PSGD: x_i <- sum_j W_ij x^_j, u_i <- sum_j W_ij u_j with W = I + eta (P - I).
@@ -409,16 +381,10 @@ class ErrorFeedbackAlgorithm final : public PushSumAlgorithm {
     const Graph& g = schedule_.graph(iteration, epoch);
     exchange(g, static_cast<uint64_t>(iteration), cs);
     const double eta = spec_.eta;
-    terms_.clear();
-    for (int r = 0; r < local_; ++r) {
-      terms_.push_back({r, r, static_cast<float>(self_weight(g, first_ + r, eta, 0.0))});
-      for (size_t k = 0; k < in_[r].size(); ++k) {
-        terms_.push_back(
-            {r, in_first_[r] + static_cast<int32_t>(k), received_weight(eta, in_[r][k].weight)});
-      }
-    }
+    detail::error_feedback_terms(
+        g, first_, eta, in_, [](int r) { return r; }, in_msg(), terms_);
     apply_terms(kernels::is_sparse(cs.kind), x_.data(), x_.ld());
-    mix_u(g, eta);
+    detail::mix_u(g, first_, eta, in_, u_);
   }
 
  protected:
@@ -556,7 +522,7 @@ class ChocoAlgorithm final : public PushSumAlgorithm {
       const float* m = m_.row(r);
       for (int64_t k = 0; k < d_; ++k) xr[k] += eta * m[k];
     }
-    mix_u(*g, spec_.eta);
+    detail::mix_u(*g, first_, spec_.eta, in_, u_);
   }
 
  protected:
@@ -630,8 +596,8 @@ double resolve_eta(const AlgorithmSpec& spec) {
 
 }  // namespace
 
-std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const nets::Layout& layout,
-                                          const Schedule& schedule, Transport& transport) {
+AlgorithmSpec checked_algorithm_spec(const AlgorithmSpec& spec_in, const nets::Layout& layout,
+                                     const Schedule& schedule, const TransportShape& transport) {
   AlgorithmSpec spec = spec_in;
   const char* name = to_string(spec.kind);
   auto fail = [&](const std::string& what) {
@@ -654,15 +620,15 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
   if (spec.scsp_final_rounds < 0) {
     fail(fmt::format("scsp_final_rounds = {}, expected >= 0", spec.scsp_final_rounds));
   }
-  if (transport.world_nodes() != schedule.nodes()) {
+  if (transport.world_nodes != schedule.nodes()) {
     fail(fmt::format("the schedule has {} nodes but the transport '{}' has {}", schedule.nodes(),
-                     transport.name(), transport.world_nodes()));
+                     transport.name, transport.world_nodes));
   }
-  if (transport.local_nodes() < 1 || transport.first_local() < 0 ||
-      transport.first_local() + transport.local_nodes() > transport.world_nodes()) {
-    fail(fmt::format("transport '{}' hosts nodes [{}, {}) of {}", transport.name(),
-                     transport.first_local(), transport.first_local() + transport.local_nodes(),
-                     transport.world_nodes()));
+  if (transport.local_nodes < 1 || transport.first_local < 0 ||
+      transport.first_local + transport.local_nodes > transport.world_nodes) {
+    fail(fmt::format("transport '{}' hosts nodes [{}, {}) of {}", transport.name,
+                     transport.first_local, transport.first_local + transport.local_nodes,
+                     transport.world_nodes));
   }
   if (spec.kind != AlgorithmKind::kSgp) {
     try {
@@ -697,6 +663,15 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
                     "(use sparsepush on directed or time-varying graphs)",
                     schedule.describe()));
   }
+  return spec;
+}
+
+std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const nets::Layout& layout,
+                                          const Schedule& schedule, Transport& transport) {
+  const AlgorithmSpec spec =
+      checked_algorithm_spec(spec_in, layout, schedule,
+                             {transport.name(), transport.world_nodes(), transport.first_local(),
+                              transport.local_nodes()});
   switch (spec.kind) {
     case AlgorithmKind::kSgp:
       return std::make_unique<SgpAlgorithm>(spec, layout, schedule, transport);
@@ -707,8 +682,7 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
     case AlgorithmKind::kChoco:
       return std::make_unique<ChocoAlgorithm>(spec, layout, schedule, transport);
   }
-  fail("unreachable");
-  return nullptr;
+  throw std::logic_error("make_algorithm: unreachable");
 }
 
 }  // namespace spush::runtime

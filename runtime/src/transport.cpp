@@ -220,4 +220,76 @@ std::unique_ptr<Transport> make_local_transport(int nodes) {
   return std::make_unique<LocalTransport>(nodes);
 }
 
+DeviceLocalTransport::DeviceLocalTransport(int nodes) : n_(nodes) {
+  if (nodes < 1) {
+    throw std::invalid_argument(
+        fmt::format("device local transport: nodes must be >= 1, got {}", nodes));
+  }
+}
+
+std::vector<std::vector<DeviceIncoming>> DeviceLocalTransport::exchange(
+    const Graph& g, uint64_t round, uint16_t kind, uint16_t codec, const float* u,
+    const uint8_t* wire, size_t pitch, size_t payload_bytes) {
+  if (g.nodes() != n_) {
+    throw std::invalid_argument(
+        fmt::format("device local transport: graph '{}' has {} nodes, the transport hosts {}",
+                    g.name(), g.nodes(), n_));
+  }
+  if (payload_bytes > std::numeric_limits<uint32_t>::max()) {
+    throw std::invalid_argument(
+        fmt::format("device local transport: payload of {} bytes exceeds the 32-bit header length",
+                    payload_bytes));
+  }
+  if (pitch < payload_bytes || (payload_bytes > 0 && wire == nullptr) || u == nullptr) {
+    throw std::invalid_argument(fmt::format(
+        "device local transport: need a wire matrix with pitch >= {} bytes (got {}, wire {}) "
+        "and push-sum weights",
+        payload_bytes, pitch, wire ? "set" : "null"));
+  }
+  // Send: the header of every edge goes into its channel; the payload stays in the wire row.
+  const std::vector<Edge>& edges = g.edges();
+  channel_.resize(edges.size());
+  filled_.assign(edges.size(), 0);
+  for (size_t k = 0; k < edges.size(); ++k) {
+    const Edge& e = edges[k];
+    if (e.src == e.dst) continue;
+    MessageHeader& h = channel_[k];
+    h = MessageHeader{};
+    h.kind = kind;
+    h.codec = codec;
+    h.src = static_cast<uint32_t>(e.src);
+    h.dst = static_cast<uint32_t>(e.dst);
+    h.payload_bytes = static_cast<uint32_t>(payload_bytes);
+    h.round = round;
+    h.weight = static_cast<float>(e.weight);
+    h.u = u[e.src];
+    filled_[k] = 1;
+    bytes_.add(e.src, e.dst, kHeaderBytes + payload_bytes);
+  }
+  // Receive: g.edges() is sorted by (dst, src), so each inbox comes out sorted by src.
+  std::vector<std::vector<DeviceIncoming>> in(static_cast<size_t>(n_));
+  for (size_t k = 0; k < edges.size(); ++k) {
+    const Edge& e = edges[k];
+    if (e.src == e.dst) continue;
+    if (!filled_[k]) {
+      throw TransportError(fmt::format(
+          "device local transport: node {} expected a message from {} in round {}, none was sent",
+          e.dst, e.src, round));
+    }
+    MessageHeader h;
+    std::memcpy(&h, &channel_[k], kHeaderBytes);
+    validate_header(h, round, kind, codec, static_cast<uint32_t>(e.src),
+                    static_cast<uint32_t>(e.dst), payload_bytes);
+    DeviceIncoming m;
+    m.src = static_cast<int>(h.src);
+    m.dst = static_cast<int>(h.dst);
+    m.weight = h.weight;
+    m.u = h.u;
+    m.payload = wire + static_cast<size_t>(h.src) * pitch;
+    m.payload_bytes = h.payload_bytes;
+    in[e.dst].push_back(m);
+  }
+  return in;
+}
+
 }  // namespace spush::runtime

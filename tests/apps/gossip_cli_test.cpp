@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "spush/kernels/device.h"
+
 namespace {
 
 const std::string kBinary = SPUSH_BINARY_DIR "/bin/spush-gossip";
@@ -177,7 +179,8 @@ TEST_F(GossipCli, BadArgumentsFailWithOneClearLine) {
       {"--mode logistic --skew 1.5", 1, {"--skew"}},
       {"--eta 1.5", 1, {"--eta"}},
       {"--compressor qsgd --bits 3", 1, {"bits"}},
-      {"--device cuda", 1, {"--device cuda"}},
+      {"--device cuda --mode logistic", 1, {"--device cuda", "averaging"}},
+      {"--device cuda --algorithm choco", 1, {"--device cuda"}},
       {"--target-gap 1e-3", 1, {"--target-gap"}},
   };
   for (const BadCase& c : cases) {
@@ -189,6 +192,19 @@ TEST_F(GossipCli, BadArgumentsFailWithOneClearLine) {
     for (const std::string& m : c.mentions)
       EXPECT_NE(err_lines[0].find(m), std::string::npos)
           << c.args << ": '" << m << "' not in: " << err_lines[0];
+  }
+}
+
+// Without a usable GPU (or without CUDA in the build) --device cuda is a clear error; with one
+// it runs (tests/apps/gossip_gpu_test.cpp compares its trajectory with the host's).
+TEST_F(GossipCli, DeviceCudaNeedsAGpu) {
+  const Result r = run("--device cuda --rounds 20 --print-every 10");
+  if (spush::kernels::cuda_available()) {
+    EXPECT_EQ(r.code, 0) << r.err;
+  } else {
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << r.err;
+    EXPECT_EQ(lines(r.err).size(), 1u) << r.err;
   }
 }
 

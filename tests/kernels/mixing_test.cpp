@@ -298,4 +298,33 @@ TEST(Debias, DividesEachRowByItsWeight) {
 }
 
 }  // namespace
+TEST(ScaleRows, OneRoundingOfTheDoubleProduct) {
+  std::mt19937_64 rng(31);
+  const int rows = 5;
+  const int64_t d = 1001, ld = d + 7;
+  const std::vector<float> x0 = random_matrix(rows, d, ld, rng);
+  // 1 - 3 * 0.1 is not a float: a float weight would round twice and differ in some elements.
+  const std::vector<double> w = {1.0, 1.0 - 3 * 0.1, 1.0 / 3.0, 0.0, -0.75};
+  std::vector<float> x = x0;
+  for (int r = 0; r < rows; ++r)
+    for (int64_t j = d; j < ld; ++j) x[r * ld + j] = kPoison;
+  scale_rows_cpu(x.data(), rows, ld, d, w.data());
+  int differs_from_float_weight = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < ld; ++j) {
+      const float got = x[r * ld + j];
+      if (j >= d) {
+        ASSERT_EQ(got, kPoison) << "padding written, row " << r;
+        continue;
+      }
+      const float a = x0[r * ld + j];
+      ASSERT_EQ(got, static_cast<float>(w[r] * static_cast<double>(a))) << r << " " << j;
+      differs_from_float_weight += got != static_cast<float>(w[r]) * a;
+    }
+  EXPECT_GT(differs_from_float_weight, 0);
+  EXPECT_THROW(scale_rows_cpu(x.data(), rows, d - 1, d, w.data()), std::invalid_argument);
+  EXPECT_THROW(scale_rows_cpu(nullptr, rows, ld, d, w.data()), std::invalid_argument);
+  scale_rows_cpu(nullptr, 0, ld, d, nullptr);  // nothing to do
+}
+
 }  // namespace spush::kernels

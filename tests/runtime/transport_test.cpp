@@ -242,4 +242,61 @@ TEST(LocalTransport, AllreduceSumsRows) {
 }
 
 }  // namespace
+// The device-memory transport delivers what the host one does (same senders, weights, u,
+// byte counts per edge) and points each message at its sender's wire row.
+TEST(DeviceLocalTransport, MatchesTheHostTransport) {
+  for (const Graph& g : {hand_graph(), directed_ring(6), bidirectional_ring(5), torus(3, 4),
+                         fully_connected(4), rotating_ring4(1)}) {
+    const int n = g.nodes();
+    DeviceLocalTransport dt(n);
+    EXPECT_EQ(dt.world_nodes(), n);
+    EXPECT_EQ(dt.first_local(), 0);
+    EXPECT_EQ(dt.local_nodes(), n);
+    auto host = make_local_transport(n);
+    const size_t payload = 13, pitch = 16;
+    std::vector<uint8_t> wire(n * pitch);  // stands in for device memory: never dereferenced
+    std::vector<float> u;
+    for (int i = 0; i < n; ++i) u.push_back(0.5f + 0.25f * static_cast<float>(i));
+    for (uint64_t round = 0; round < 3; ++round) {
+      std::vector<Outgoing> out = outgoing_all(n, round, 1, 33);
+      for (Outgoing& o : out) o.payload.assign(payload, 0);
+      const auto want = host->exchange(g, round, out);
+      const auto got = dt.exchange(g, round, 1, 33, u.data(), wire.data(), pitch, payload);
+      ASSERT_EQ(got.size(), want.size());
+      for (int dst = 0; dst < n; ++dst) {
+        ASSERT_EQ(got[dst].size(), want[dst].size()) << g.name() << " node " << dst;
+        for (size_t k = 0; k < want[dst].size(); ++k) {
+          const DeviceIncoming& m = got[dst][k];
+          EXPECT_EQ(m.src, want[dst][k].src);
+          EXPECT_EQ(m.dst, dst);
+          EXPECT_EQ(m.weight, want[dst][k].weight);
+          EXPECT_EQ(m.u, want[dst][k].u);
+          EXPECT_EQ(m.payload, wire.data() + static_cast<size_t>(m.src) * pitch);
+          EXPECT_EQ(m.payload_bytes, payload);
+        }
+      }
+    }
+    EXPECT_EQ(dt.bytes().total(), host->bytes().total()) << g.name();
+    EXPECT_EQ(dt.bytes().edges(), host->bytes().edges()) << g.name();
+  }
+}
+
+TEST(DeviceLocalTransport, RejectsBadRounds) {
+  EXPECT_THROW({ DeviceLocalTransport none(0); }, std::invalid_argument);
+  DeviceLocalTransport dt(4);
+  std::vector<uint8_t> wire(64);
+  const std::vector<float> u(4, 1.0f);
+  EXPECT_THROW(dt.exchange(directed_ring(5), 0, 1, 0, u.data(), wire.data(), 16, 8),
+               std::invalid_argument);  // graph of another size
+  EXPECT_THROW(dt.exchange(directed_ring(4), 0, 1, 0, u.data(), wire.data(), 4, 8),
+               std::invalid_argument);  // pitch smaller than the payload
+  EXPECT_THROW(dt.exchange(directed_ring(4), 0, 1, 0, nullptr, wire.data(), 16, 8),
+               std::invalid_argument);  // no push-sum weights
+  const std::vector<float> bad_u = {1.0f, NAN, 1.0f, 1.0f};
+  EXPECT_THROW(dt.exchange(directed_ring(4), 0, 1, 0, bad_u.data(), wire.data(), 16, 8),
+               TransportError);  // the header check on receipt
+  // As on the host transport, what was sent is counted even though a receiver rejected it.
+  EXPECT_EQ(dt.bytes().total(), 4u * (40u + 8u));
+}
+
 }  // namespace spush::runtime

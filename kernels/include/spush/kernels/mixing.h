@@ -24,6 +24,9 @@ void gossip_mix_sparse_cpu(float* x, int64_t ld, float* u, const MixTerm* terms,
                            const float* msg_u);
 void gossip_mix_dense_cpu(float* x, int64_t ld, int64_t d, float* u, const MixTerm* terms,
                           int64_t nterms, const float* msgs, int64_t ld_msg, const float* msg_u);
+// x[r][k] = (float)(w[r] * (double)x[r][k]) for r < rows, k < d: the self weight of a dense
+// push-sum round, in double with one rounding (w: [rows]).
+void scale_rows_cpu(float* x, int64_t rows, int64_t ld, int64_t d, const double* w);
 // z[r] = x[r] / u[r] for r < rows.
 void debias_cpu(const float* x, int64_t ld, const float* u, int64_t rows, int64_t d, float* z,
                 int64_t ldz);

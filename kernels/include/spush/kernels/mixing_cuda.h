@@ -33,12 +33,16 @@ void gossip_mix_dense_cuda(float* x, int64_t rows, int64_t ld, int64_t d, float*
                            const MixTerm* terms, int64_t nterms, const float* msgs, int64_t nmsg,
                            int64_t ld_msg, const float* msg_u, int* error_flag, Stream stream);
 
+// scale_rows_cpu on the device (w: device [rows] doubles).
+void scale_rows_cuda(float* x, int64_t rows, int64_t ld, int64_t d, const double* w, Stream stream);
+
 // z[r] = x[r] / u[r] for r < rows, columns < d.
 void debias_cuda(const float* x, int64_t ld, const float* u, int64_t rows, int64_t d, float* z,
                  int64_t ldz, Stream stream);
 
 // gossip_mix_sparse_cuda then debias_cuda(x, ld, u, rows, d, z, ldz), in one pass over x
-// (u must be non-null; z must not overlap x).
+// (u must be non-null; z must not overlap x). With msg_u null, u is not mixed: it is taken as
+// the round's new push-sum weights, already computed by the caller.
 void gossip_mix_sparse_debias_cuda(float* x, int64_t rows, int64_t ld, int64_t d, float* u,
                                    const MixTerm* terms, int64_t nterms, const int64_t* msg_offsets,
                                    int64_t nmsg, const int32_t* idx, const float* val,

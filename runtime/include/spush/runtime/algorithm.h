@@ -97,8 +97,21 @@ class Algorithm {
   CommStats stats_;
 };
 
+// Which nodes a transport hosts (for the checks below).
+struct TransportShape {
+  std::string name;
+  int world_nodes = 0;
+  int first_local = 0;
+  int local_nodes = 0;
+};
+
 // Validates the spec (eta in (0, 1], local_steps >= 1, compressor valid, Deep-Squeeze only on a
-// doubly stochastic schedule, ...) and builds the algorithm. Throws std::invalid_argument.
+// doubly stochastic schedule, nodes consistent with the transport, ...) and returns it with eta
+// resolved (< 0: the default). Throws std::invalid_argument naming the problem.
+AlgorithmSpec checked_algorithm_spec(const AlgorithmSpec& spec, const nets::Layout& layout,
+                                     const Schedule& schedule, const TransportShape& transport);
+
+// checked_algorithm_spec, then builds the algorithm. Throws std::invalid_argument.
 std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec, const nets::Layout& layout,
                                           const Schedule& schedule, Transport& transport);
 

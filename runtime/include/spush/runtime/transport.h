@@ -112,4 +112,45 @@ class Transport {
 // delivered, parsed and validated exactly as a remote backend would.
 std::unique_ptr<Transport> make_local_transport(int nodes);
 
+// A message whose payload stays in device memory.
+struct DeviceIncoming {
+  int src = 0;
+  int dst = 0;
+  float weight = 0;  // P[dst][src] as the sender set it
+  float u = 0;
+  const uint8_t* payload = nullptr;  // device pointer to the sender's payload
+  size_t payload_bytes = 0;
+};
+
+// The `local` transport for node matrices held on one GPU: payloads never leave device memory.
+// Node i writes its payload to row i of a wire matrix in device memory (row i at
+// wire + i * pitch, the same payload for every out-neighbour); a round builds the 40-byte
+// header of every edge of the graph, serializes it into that edge's host channel, and each
+// receiver parses and validates the headers of its in-neighbours' channels as the host `local`
+// transport does, counting header + payload bytes per edge, then receives the device address
+// of the sender's payload. Pure host code: no CUDA call is made here.
+class DeviceLocalTransport {
+ public:
+  explicit DeviceLocalTransport(int nodes);  // throws std::invalid_argument for nodes < 1
+  std::string name() const { return "local (device memory)"; }
+  int world_nodes() const { return n_; }
+  int first_local() const { return 0; }
+  int local_nodes() const { return n_; }
+  // One round over g: every node sends payload_bytes bytes from wire + node * pitch with
+  // push-sum weight u[node] (u: host array of world_nodes() floats). Returns, per node, the
+  // messages of its in-neighbours (excluding itself), sorted by src. Headers are validated.
+  std::vector<std::vector<DeviceIncoming>> exchange(const Graph& g, uint64_t round, uint16_t kind,
+                                                    uint16_t codec, const float* u,
+                                                    const uint8_t* wire, size_t pitch,
+                                                    size_t payload_bytes);
+  ByteCounter& bytes() { return bytes_; }
+  const ByteCounter& bytes() const { return bytes_; }
+
+ private:
+  int n_;
+  ByteCounter bytes_;
+  std::vector<MessageHeader> channel_;  // header of each edge of the round, index as g.edges()
+  std::vector<char> filled_;
+};
+
 }  // namespace spush::runtime

@@ -28,10 +28,6 @@ void compress_ef_cuda(const CompressorSpec&, int64_t, SegmentView, const int64_t
   no_cuda("compress_ef_cuda");
 }
 
-SparseWireLayout sparse_wire_layout(const CompressorSpec&, SegmentView) {
-  no_cuda("sparse_wire_layout");
-}
-
 void encode_sparse_rows_cuda(const SparseWireLayout&, const int64_t*, int64_t, const int32_t*,
                              const float*, uint8_t*, size_t, Stream) {
   no_cuda("encode_sparse_rows_cuda");
@@ -40,10 +36,6 @@ void encode_sparse_rows_cuda(const SparseWireLayout&, const int64_t*, int64_t, c
 void decode_sparse_rows_cuda(const SparseWireLayout&, const int64_t*, int64_t, const uint8_t*,
                              size_t, int32_t*, float*, int*, Stream) {
   no_cuda("decode_sparse_rows_cuda");
-}
-
-DenseWireLayout dense_wire_layout(const CompressorSpec&, SegmentView) {
-  no_cuda("dense_wire_layout");
 }
 
 void encode_dense_rows_cuda(const DenseWireLayout&, const int64_t*, int64_t, const DeviceMessage&,

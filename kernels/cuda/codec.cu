@@ -207,57 +207,6 @@ dim3 entry_grid(int64_t k_total, int64_t rows) {
 
 }  // namespace
 
-SparseWireLayout sparse_wire_layout(const CompressorSpec& spec, SegmentView segs) {
-  constexpr const char* kFn = "sparse_wire_layout";
-  validate(spec);
-  if (spec.kind != CompressorKind::kTopK && spec.kind != CompressorKind::kRandomK) {
-    throw std::invalid_argument(std::string(kFn) + ": kind " + to_string(spec.kind) +
-                                " is not a sparse kind with fp32 values (topk, randomk)");
-  }
-  if (segs.count < 0 || (segs.count > 0 && !segs.offsets))
-    throw std::invalid_argument(std::string(kFn) + ": invalid segment table");
-  SparseWireLayout l;
-  l.codec = spec.index_codec;
-  l.nseg = segs.count;
-  l.d = segs.total();
-  l.block = block_position_block(spec.density);
-  while ((int64_t{1} << l.log2_block) < l.block) ++l.log2_block;
-  const std::vector<int64_t> koff = topk_offsets(segs, spec.density);
-  l.k_total = koff.back();
-  l.tables.assign(3 * static_cast<size_t>(l.nseg + 1), 0);
-  int64_t bits = 0;
-  for (int s = 0; s <= l.nseg; ++s) {
-    l.tables[s] = segs.offsets[s];
-    l.tables[l.nseg + 1 + s] = koff[s];
-    l.tables[2 * (l.nseg + 1) + s] = bits;
-    if (s < l.nseg) {
-      const int64_t len = segs.length(s);
-      if (len < 0 || (s == 0 && segs.offsets[0] != 0))
-        throw std::invalid_argument(std::string(kFn) + ": segment " + std::to_string(s) +
-                                    " is invalid (offsets must start at 0 and not decrease)");
-      if (l.codec == IndexCodec::kLocal16 && len > 65536)
-        throw std::invalid_argument(std::string(kFn) +
-                                    ": index codec local16 needs bucket "
-                                    "lengths <= 65536, bucket " +
-                                    std::to_string(s) + " has length " + std::to_string(len));
-      bits += (koff[s + 1] - koff[s]) * (1 + l.log2_block) + (len + l.block - 1) / l.block;
-    }
-  }
-  switch (l.codec) {
-    case IndexCodec::kRaw32:
-      l.index_bytes = static_cast<size_t>(4 * l.k_total);
-      break;
-    case IndexCodec::kLocal16:
-      l.index_bytes = static_cast<size_t>(2 * l.k_total);
-      break;
-    case IndexCodec::kBlockPosition:
-      l.index_bytes = static_cast<size_t>((bits + 7) / 8);
-      break;
-  }
-  l.payload_bytes = l.index_bytes + 4 * static_cast<size_t>(l.k_total);
-  return l;
-}
-
 void encode_sparse_rows_cuda(const SparseWireLayout& layout, const int64_t* tables, int64_t rows,
                              const int32_t* idx, const float* val, uint8_t* out, size_t pitch,
                              Stream stream) {

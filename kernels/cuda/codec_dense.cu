@@ -153,36 +153,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Payload bytes of a layout's kind, d, nseg and bits, as codec.cpp's payload_size computes.
-size_t payload_of(const DenseWireLayout& l) {
-  const int64_t nseg = l.nseg;
-  switch (l.kind) {
-    case CompressorKind::kIdentity:
-      return static_cast<size_t>(4 * l.d);
-    case CompressorKind::kQsgd:
-      return static_cast<size_t>(4 * nseg + (l.d * (l.bits + 1) + 7) / 8);
-    case CompressorKind::kSign:
-      return static_cast<size_t>(4 * nseg + (l.d + 7) / 8);
-    default:
-      return static_cast<size_t>(8 * nseg + l.d);
-  }
-}
-
-bool is_dense_wire_kind(CompressorKind kind) {
-  return kind == CompressorKind::kIdentity || kind == CompressorKind::kQsgd ||
-         kind == CompressorKind::kSign || kind == CompressorKind::kMinMax8;
-}
-
 [[noreturn]] void bad_argument(const char* fn, const std::string& what) {
   throw std::invalid_argument(std::string(fn) + ": " + what);
 }
 
 // Checks the layout is one dense_wire_layout could have returned, and the pitch fits it.
 void check_layout(const char* fn, const DenseWireLayout& l, int64_t rows, size_t pitch) {
-  if (!is_dense_wire_kind(l.kind) || l.nseg < 0 || l.d < 0 ||
+  if (!dense_wire_supports(l.kind) || l.nseg < 0 || l.d < 0 ||
       (l.kind == CompressorKind::kQsgd && (l.bits < 1 || l.bits > 8)) ||
       l.scale_bytes != 4 * static_cast<size_t>(l.nseg) * scales_per_bucket(l.kind) ||
-      l.payload_bytes != payload_of(l))
+      l.payload_bytes != dense_wire_payload_bytes(l.kind, l.bits, l.nseg, l.d))
     bad_argument(fn, "the layout does not come from dense_wire_layout");
   if (rows < 0) bad_argument(fn, "negative row count " + std::to_string(rows));
   if (pitch % 4 != 0 || pitch < l.payload_bytes)
@@ -213,33 +193,6 @@ dim3 row_grid(int64_t per_row, int64_t rows) {
 }
 
 }  // namespace
-
-DenseWireLayout dense_wire_layout(const CompressorSpec& spec, SegmentView segs) {
-  constexpr const char* kFn = "dense_wire_layout";
-  validate(spec);
-  if (!is_dense_wire_kind(spec.kind))
-    bad_argument(kFn, std::string("kind ") + to_string(spec.kind) +
-                          " is not a dense kind (identity, qsgd, sign, minmax8)");
-  if (segs.count < 0 || (segs.count > 0 && !segs.offsets))
-    bad_argument(kFn, "invalid segment table");
-  if (segs.count > 0 && segs.offsets[0] != 0)
-    bad_argument(kFn, "segment offsets must start at 0, got " + std::to_string(segs.offsets[0]));
-  for (int s = 0; s < segs.count; ++s)
-    if (segs.length(s) < 0)
-      bad_argument(kFn, "segment " + std::to_string(s) + " has negative length " +
-                            std::to_string(segs.length(s)));
-  if (segs.total() > INT32_MAX)
-    bad_argument(kFn,
-                 "row length " + std::to_string(segs.total()) + " exceeds the int32 index range");
-  DenseWireLayout l;
-  l.kind = spec.kind;
-  l.bits = spec.kind == CompressorKind::kQsgd ? spec.bits : 0;
-  l.nseg = segs.count;
-  l.d = segs.total();
-  l.scale_bytes = 4 * static_cast<size_t>(l.nseg) * scales_per_bucket(l.kind);
-  l.payload_bytes = payload_of(l);
-  return l;
-}
 
 void encode_dense_rows_cuda(const DenseWireLayout& layout, const int64_t* seg_offsets, int64_t rows,
                             const DeviceMessage& msg, uint8_t* out, size_t pitch, Stream stream) {

@@ -1,164 +1,29 @@
-// The device algorithms (algorithm_cuda.h) against the host algorithms (algorithm.h), bit for
-// bit: the same spec, schedule and x0 run on both for many rounds, then x, z = x / u, u and the
-// communication counts must be identical. Covers SGP, Sparse-Push with each index codec,
-// every dense compressor with a GPU path, Deep-Squeeze, SCSP with its uncompressed final
-// phase, global and layer-wise buckets, time-varying graphs, link failures and local steps; and
-// that a NaN in a model is reported at the next synchronization.
-#include <cmath>
-#include <cstring>
-#include <random>
-#include <string>
-#include <vector>
-
+// The device algorithms on the GPU (make_algorithm_cuda) against the host algorithms, bit for
+// bit (cases in device_cases.h), and a NaN in a model reported at the next synchronization.
 #include "gpu_test_util.h"
-#include "spush/runtime/algorithm.h"
-#include "spush/runtime/algorithm_cuda.h"
-#include "spush/runtime/logistic.h"
+#include "runtime/device_cases.h"
 
 namespace spush::runtime {
 namespace {
 
-using kernels::CompressorKind;
-using kernels::IndexCodec;
-
-nets::NodeMatrix random_x0(int n, int64_t d, uint32_t seed) {
-  nets::NodeMatrix x(n, d);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (int i = 0; i < n; ++i)
-    for (int64_t k = 0; k < d; ++k) x.row(i)[k] = 1.0f + dist(rng);
-  return x;
-}
-
-// First differing element of two [n x d] matrices, or "" when bit-identical.
-std::string first_difference(const nets::NodeMatrix& a, const nets::NodeMatrix& b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return "shapes differ";
-  for (int64_t r = 0; r < a.rows(); ++r)
-    for (int64_t k = 0; k < a.cols(); ++k) {
-      uint32_t p, q;
-      std::memcpy(&p, a.row(r) + k, 4);
-      std::memcpy(&q, b.row(r) + k, 4);
-      if (p != q)
-        return "row " + std::to_string(r) + " col " + std::to_string(k) + ": " +
-               std::to_string(a.row(r)[k]) + " vs " + std::to_string(b.row(r)[k]);
-    }
-  return "";
-}
-
-struct Case {
-  std::string name;
-  AlgorithmKind kind = AlgorithmKind::kSparsePush;
-  CompressorKind compressor = CompressorKind::kTopK;
-  double density = 0.01;
-  int bits = 8;
-  IndexCodec codec = IndexCodec::kLocal16;
-  bool layerwise = true;
-  std::string topology = "ring";
-  int nodes = 8;
-  double failure_prob = 0;
-  int local_steps = 1;
-  double eta = -1;
+auto on_gpu = [](const AlgorithmSpec& spec, const nets::Layout& layout, const Schedule& schedule,
+                 DeviceLocalTransport& transport) {
+  return make_algorithm_cuda(spec, layout, schedule, transport);
 };
-
-void run_case(const Case& c, int rounds) {
-  SCOPED_TRACE(c.name);
-  TopologySpec ts;
-  ts.name = c.topology;
-  ts.nodes = c.nodes;
-  ts.period = 3;
-  ts.unit = PeriodUnit::kIterations;
-  ts.failure_prob = c.failure_prob;
-  ts.seed = 5;
-  const Schedule schedule = make_schedule(ts);
-  // Layer sizes of several magnitudes, one longer than a fused-mixing tile (4096).
-  nets::Layout layout;
-  for (int64_t s : {int64_t{300}, int64_t{1}, int64_t{5000}, int64_t{17}, int64_t{2048}})
-    layout.add("layer" + std::to_string(s), {s});
-  AlgorithmSpec spec;
-  spec.kind = c.kind;
-  spec.eta = c.eta;
-  spec.compressor.kind = c.compressor;
-  spec.compressor.density = c.density;
-  spec.compressor.bits = c.bits;
-  spec.compressor.index_codec = c.codec;
-  spec.compressor.seed = 11;
-  spec.layerwise = c.layerwise;
-  spec.local_steps = c.local_steps;
-
-  auto host_transport = make_local_transport(c.nodes);
-  auto host = make_algorithm(spec, layout, schedule, *host_transport);
-  DeviceLocalTransport device_transport(c.nodes);
-  auto device = make_algorithm_cuda(spec, layout, schedule, device_transport);
-  const nets::NodeMatrix x0 = random_x0(c.nodes, layout.size(), 3);
-  host->init(x0);
-  device->init(x0);
-  nets::NodeMatrix x, z;
-  for (int t = 0; t < rounds; ++t) {
-    host->communicate(t, 0);
-    device->communicate(t, 0);
-    if (t % 25 == 24 || t == rounds - 1) {
-      device->download_x(x);
-      ASSERT_EQ(first_difference(x, host->x()), "") << "x after round " << t;
-    }
-  }
-  if (c.kind == AlgorithmKind::kScsp) {
-    host->gossip_rounds(10, rounds, 0);
-    device->gossip_rounds(10, rounds, 0);
-  }
-  device->download_x(x);
-  device->download_z(z);
-  EXPECT_EQ(first_difference(x, host->x()), "") << "final x";
-  EXPECT_EQ(first_difference(z, host->z()), "") << "final z";
-  ASSERT_EQ(device->u().size(), host->u().size());
-  for (size_t i = 0; i < host->u().size(); ++i) EXPECT_EQ(device->u()[i], host->u()[i]);
-  const CommStats& a = device->stats();
-  const CommStats& b = host->stats();
-  EXPECT_EQ(a.rounds, b.rounds);
-  EXPECT_EQ(a.messages, b.messages);
-  EXPECT_EQ(a.bytes_actual, b.bytes_actual);
-  EXPECT_EQ(a.bytes_paper, b.bytes_paper);
-  EXPECT_EQ(a.bytes_dense, b.bytes_dense);
-  EXPECT_EQ(device_transport.bytes().edges(), host_transport->bytes().edges());
-  EXPECT_EQ(device->spec().eta, host->spec().eta);
-}
 
 TEST(AlgorithmCuda, SparsePushTopKMatchesTheHostBitForBit) {
   SPUSH_REQUIRE_GPU();
-  for (IndexCodec codec : {IndexCodec::kRaw32, IndexCodec::kLocal16, IndexCodec::kBlockPosition})
-    run_case({.name = std::string("topk ") + kernels::to_string(codec), .codec = codec}, 60);
-  run_case({.name = "topk 10% global raw32",
-            .density = 0.1,
-            .codec = IndexCodec::kRaw32,
-            .layerwise = false},
-           60);
-  run_case({.name = "topk rings4", .topology = "rings4", .nodes = 4}, 60);
-  run_case({.name = "topk link failures", .failure_prob = 0.3}, 60);
-  run_case({.name = "topk local steps 3", .local_steps = 3}, 60);
+  test::run_sparse_cases(on_gpu);
 }
 
 TEST(AlgorithmCuda, DenseCompressorsMatchTheHostBitForBit) {
   SPUSH_REQUIRE_GPU();
-  for (int bits : {1, 2, 4, 8})
-    run_case({.name = "qsgd " + std::to_string(bits),
-              .compressor = CompressorKind::kQsgd,
-              .bits = bits,
-              .topology = "torus"},
-             50);
-  run_case({.name = "sign", .compressor = CompressorKind::kSign, .eta = 0.05}, 50);
-  run_case({.name = "minmax8", .compressor = CompressorKind::kMinMax8}, 50);
-  run_case({.name = "identity", .compressor = CompressorKind::kIdentity, .density = 1.0}, 50);
+  test::run_dense_cases(on_gpu);
 }
 
 TEST(AlgorithmCuda, SgpDeepSqueezeAndScspMatchTheHostBitForBit) {
   SPUSH_REQUIRE_GPU();
-  run_case({.name = "sgp ring", .kind = AlgorithmKind::kSgp}, 40);
-  run_case({.name = "sgp exponential", .kind = AlgorithmKind::kSgp, .topology = "exponential"}, 40);
-  run_case(
-      {.name = "sgp rings4-3", .kind = AlgorithmKind::kSgp, .topology = "rings4-3", .nodes = 4},
-      40);
-  run_case({.name = "deepsqueeze", .kind = AlgorithmKind::kDeepSqueeze, .topology = "bidir-ring"},
-           40);
-  run_case({.name = "scsp", .kind = AlgorithmKind::kScsp}, 40);
+  test::run_uncompressed_and_phase_cases(on_gpu);
 }
 
 TEST(AlgorithmCuda, NonFiniteModelIsReportedAtTheNextSynchronization) {
@@ -168,14 +33,14 @@ TEST(AlgorithmCuda, NonFiniteModelIsReportedAtTheNextSynchronization) {
   AlgorithmSpec spec;
   DeviceLocalTransport transport(4);
   auto algo = make_algorithm_cuda(spec, layout, schedule, transport);
-  nets::NodeMatrix x0 = random_x0(4, 1000, 9);
+  nets::NodeMatrix x0 = test::random_x0(4, 1000, 9);
   x0.row(2)[500] = NAN;
   algo->init(x0);
   algo->communicate(0, 0);
   nets::NodeMatrix z;
   EXPECT_THROW(algo->download_z(z), std::runtime_error);
   // Reported once; a fresh start is clean.
-  algo->init(random_x0(4, 1000, 10));
+  algo->init(test::random_x0(4, 1000, 10));
   algo->communicate(0, 0);
   EXPECT_NO_THROW(algo->download_z(z));
 }

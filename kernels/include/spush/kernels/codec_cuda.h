@@ -84,6 +84,15 @@ struct DenseWireLayout {
 // longer than INT32_MAX).
 DenseWireLayout dense_wire_layout(const CompressorSpec& spec, SegmentView host_segs);
 
+// True for the kinds with a dense wire codec on the GPU.
+inline bool dense_wire_supports(CompressorKind kind) {
+  return kind == CompressorKind::kIdentity || kind == CompressorKind::kQsgd ||
+         kind == CompressorKind::kSign || kind == CompressorKind::kMinMax8;
+}
+// Payload bytes of a dense row (the CPU codec's size): identity 4d, qsgd 4 nseg + ceil(d (bits
+// + 1) / 8), sign 4 nseg + ceil(d / 8), minmax8 8 nseg + d. Throws for other kinds.
+size_t dense_wire_payload_bytes(CompressorKind kind, int bits, int nseg, int64_t d);
+
 // The smallest row pitch encode/decode accept: payload_bytes rounded up to a multiple of 4.
 inline size_t dense_wire_pitch(const DenseWireLayout& l) { return (l.payload_bytes + 3) / 4 * 4; }
 

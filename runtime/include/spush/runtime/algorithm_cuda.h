@@ -16,6 +16,8 @@
 //
 // Supported: sgp; deepsqueeze, sparsepush and scsp with the compressors that have a CUDA path
 // (identity, topk, qsgd, sign, minmax8). CHOCO, random-K and fractional run on the host only.
+// make_algorithm_emulated runs the same orchestration on host memory with the CPU twins of the
+// device ops (for testing without a GPU).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -66,5 +68,15 @@ std::unique_ptr<DeviceAlgorithm> make_algorithm_cuda(const AlgorithmSpec& spec,
                                                      const nets::Layout& layout,
                                                      const Schedule& schedule,
                                                      DeviceLocalTransport& transport);
+
+// The same device algorithm with every device op replaced by its CPU twin (compress_ef_cpu,
+// the CPU codec row by row, gossip_mix_*_cpu, ...) on host memory laid out as on the GPU: runs
+// the device path's own orchestration (message tables, wire matrix, device-memory transport,
+// error flag) on any machine, with the host algorithms' results. For testing that
+// orchestration where no GPU is available; as slow as the host algorithms or slower.
+std::unique_ptr<DeviceAlgorithm> make_algorithm_emulated(const AlgorithmSpec& spec,
+                                                         const nets::Layout& layout,
+                                                         const Schedule& schedule,
+                                                         DeviceLocalTransport& transport);
 
 }  // namespace spush::runtime

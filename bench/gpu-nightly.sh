@@ -72,6 +72,8 @@ compare_rc=0
 compare_note=""
 if [ $bench_rc -ne 0 ] || [ ! -f "$out/bench.json" ]; then
   compare_note="spush-bench failed (exit $bench_rc), nothing compared; see $out/bench.log"
+elif [ "$gpu_name" = "no-gpu" ]; then
+  compare_note="skipped: no GPU, so no GPU timings to compare (and no baseline written)"
 elif [ ! -f "$baseline" ]; then
   mkdir -p "$(dirname "$baseline")"
   cp "$out/bench.json" "$baseline"

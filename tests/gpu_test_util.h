@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -16,6 +17,13 @@
   } while (0)
 
 namespace spush::test {
+
+// The bits of a float, to compare results exactly (NaN payloads and -0.0 included).
+inline uint32_t bits_of(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof(b));
+  return b;
+}
 
 // A device array of T; poisoned with 0xFF bytes (NaN for floats, -1 for ints) on creation.
 template <typename T>

@@ -78,10 +78,7 @@ using kernels::CompressorKind;
 using kernels::CompressorSpec;
 using kernels::MixTerm;
 
-uint16_t codec_id(const CompressorSpec& c) {
-  return static_cast<uint16_t>(static_cast<int>(c.kind) * 16 + static_cast<int>(c.index_codec));
-}
-
+using detail::check_iteration;
 using detail::received_weight;
 using detail::self_weight;
 
@@ -149,11 +146,7 @@ class PushSumAlgorithm : public Algorithm {
   }
 
   void gossip_rounds(int rounds, int64_t first_iteration, int64_t epoch) override {
-    if (rounds < 0) {
-      throw std::invalid_argument(
-          fmt::format("gossip_rounds: rounds must be >= 0, got {}", rounds));
-    }
-    check_iteration(first_iteration, "gossip_rounds");
+    detail::check_gossip_rounds(rounds, first_iteration);
     for (int k = 0; k < rounds; ++k) {
       const int64_t t = first_iteration + k;
       dense_round(schedule_.graph(t, epoch), static_cast<uint64_t>(t), 1.0);
@@ -173,9 +166,6 @@ class PushSumAlgorithm : public Algorithm {
   virtual void reset_state() = 0;
   virtual void add_state(std::vector<StateTensor>& s) = 0;
 
-  static void check_iteration(int64_t t, const char* fn) {
-    if (t < 0) throw std::invalid_argument(fmt::format("{}: iteration {} < 0", fn, t));
-  }
   bool communicates(int64_t t) const { return (t + 1) % spec_.local_steps == 0; }
 
   // Message index of the k-th incoming message of local node r in the message table.
@@ -221,14 +211,8 @@ class PushSumAlgorithm : public Algorithm {
       throw TransportError(fmt::format("transport '{}' returned {} inboxes, expected {}",
                                        transport_.name(), in_.size(), local_));
     }
-    stats_.rounds += 1;
-    stats_.bytes_actual += after - before;
-    for (int r = 0; r < local_; ++r) {
-      const double deg = g.out_degree(first_ + r);
-      stats_.messages += static_cast<uint64_t>(deg);
-      stats_.bytes_paper += deg * paper_bytes_[r];
-      stats_.bytes_dense += deg * 4.0 * static_cast<double>(d_ + 1);
-    }
+    detail::account_round(
+        g, first_, local_, d_, after - before, [this](int r) { return paper_bytes_[r]; }, stats_);
     decode_incoming(spec);
   }
 
@@ -297,7 +281,7 @@ class PushSumAlgorithm : public Algorithm {
   // x_i <- W_ii x_i + sum_j eta P_ij x_j,  u_i <- W_ii u_i + sum_j eta P_ij u_j  with
   // W_ii = 1 + eta (P_ii - 1) (that is W = I + eta (P - I) applied to the pre-round values).
   void dense_round(const Graph& g, uint64_t round, double eta) {
-    const uint16_t codec = codec_id(dense_spec_);
+    const uint16_t codec = detail::wire_codec_id(dense_spec_);
     for (int r = 0; r < local_; ++r) {
       Compressed& c = own_[r];
       c.kind = CompressorKind::kIdentity;
@@ -370,7 +354,7 @@ class ErrorFeedbackAlgorithm final : public PushSumAlgorithm {
     check_iteration(iteration, "communicate");
     if (!communicates(iteration)) return;
     const CompressorSpec& cs = spec_.compressor;
-    const uint16_t codec = codec_id(cs);
+    const uint16_t codec = detail::wire_codec_id(cs);
     for (int r = 0; r < local_; ++r) outgoing(r, MessageKind::kModel, codec);
     parallel_rows(local_, d_, [&](int r) {
       kernels::compress_ef_cpu(cs, segs_, x_.row(r), e_.row(r), own_[r],
@@ -451,7 +435,7 @@ class ChocoAlgorithm final : public PushSumAlgorithm {
     check_iteration(iteration, "communicate");
     if (!communicates(iteration)) return;
     const CompressorSpec& cs = spec_.compressor;
-    const uint16_t codec = codec_id(cs);
+    const uint16_t codec = detail::wire_codec_id(cs);
     for (int r = 0; r < local_; ++r) outgoing(r, MessageKind::kPublicUpdate, codec);
     parallel_rows(local_, d_, [&](int r) {
       const float* xr = x_.row(r);

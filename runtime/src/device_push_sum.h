@@ -36,10 +36,6 @@ AlgorithmSpec checked_device_spec(const AlgorithmSpec& spec, const nets::Layout&
                                   const Schedule& schedule, const DeviceLocalTransport& transport,
                                   const char* fn);
 
-inline uint16_t wire_codec_id(const CompressorSpec& c) {
-  return static_cast<uint16_t>(static_cast<int>(c.kind) * 16 + static_cast<int>(c.index_codec));
-}
-
 inline constexpr int kFlagNonFinite = 1;  // what compress_ef sets for NaN / inf
 
 template <typename Ops>
@@ -152,11 +148,7 @@ class DevicePushSum final : public DeviceAlgorithm {
   }
 
   void gossip_rounds(int rounds, int64_t first_iteration, int64_t epoch) override {
-    if (rounds < 0) {
-      throw std::invalid_argument(
-          fmt::format("gossip_rounds: rounds must be >= 0, got {}", rounds));
-    }
-    check_iteration(first_iteration, "gossip_rounds");
+    check_gossip_rounds(rounds, first_iteration);
     for (int k = 0; k < rounds; ++k) {
       const int64_t t = first_iteration + k;
       dense_round(schedule_.graph(t, epoch), static_cast<uint64_t>(t), 1.0);
@@ -183,10 +175,6 @@ class DevicePushSum final : public DeviceAlgorithm {
   void download_z(nets::NodeMatrix& out) override { download(z_, out); }
 
  private:
-  static void check_iteration(int64_t t, const char* fn) {
-    if (t < 0) throw std::invalid_argument(fmt::format("{}: iteration {} < 0", fn, t));
-  }
-
   void download(const Array<float>& m, nets::NodeMatrix& out) {
     synchronize();
     if (out.rows() != n_ || out.cols() != d_) out = nets::NodeMatrix(n_, d_);
@@ -210,14 +198,9 @@ class DevicePushSum final : public DeviceAlgorithm {
     const uint64_t before = transport_.bytes().total();
     auto in = transport_.exchange(g, round, static_cast<uint16_t>(kind), codec, u_.data(),
                                   wire_.get(), pitch, payload_bytes);
-    stats_.rounds += 1;
-    stats_.bytes_actual += transport_.bytes().total() - before;
-    for (int r = 0; r < n_; ++r) {
-      const double deg = g.out_degree(r);
-      stats_.messages += static_cast<uint64_t>(deg);
-      stats_.bytes_paper += deg * paper_bytes;
-      stats_.bytes_dense += deg * 4.0 * static_cast<double>(d_ + 1);
-    }
+    account_round(
+        g, 0, n_, d_, transport_.bytes().total() - before, [&](int) { return paper_bytes; },
+        stats_);
     // Every receiver of node j reads row j of the wire matrix: the table row n + j holds its
     // decoded message.
     for (int r = 0; r < n_; ++r) {

@@ -1,13 +1,50 @@
 // Host-side arithmetic of one push-sum round, shared by the host and the device algorithms so
 // that both apply the same weights in the same order (docs/ALGORITHMS.md §3).
 #pragma once
+#include <fmt/format.h>
+
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
+#include "spush/kernels/compress.h"
 #include "spush/kernels/mixing.h"
+#include "spush/runtime/algorithm.h"
 #include "spush/runtime/topology.h"
 
 namespace spush::runtime::detail {
+
+// The header's codec field: compressor kind * 16 + index codec.
+inline uint16_t wire_codec_id(const kernels::CompressorSpec& c) {
+  return static_cast<uint16_t>(static_cast<int>(c.kind) * 16 + static_cast<int>(c.index_codec));
+}
+
+inline void check_iteration(int64_t t, const char* fn) {
+  if (t < 0) throw std::invalid_argument(fmt::format("{}: iteration {} < 0", fn, t));
+}
+
+inline void check_gossip_rounds(int rounds, int64_t first_iteration) {
+  if (rounds < 0) {
+    throw std::invalid_argument(fmt::format("gossip_rounds: rounds must be >= 0, got {}", rounds));
+  }
+  check_iteration(first_iteration, "gossip_rounds");
+}
+
+// Adds one round to the counts: `sent` transport bytes from the local nodes [first, first +
+// local), each sending to its out-degree neighbours a message of paper_bytes(r) bytes in the
+// papers' convention, against 4 (d + 1) bytes uncompressed.
+template <typename PaperBytes>
+void account_round(const Graph& g, int first, int local, int64_t d, uint64_t sent,
+                   PaperBytes paper_bytes, CommStats& stats) {
+  stats.rounds += 1;
+  stats.bytes_actual += sent;
+  for (int r = 0; r < local; ++r) {
+    const double deg = g.out_degree(first + r);
+    stats.messages += static_cast<uint64_t>(deg);
+    stats.bytes_paper += deg * paper_bytes(r);
+    stats.bytes_dense += deg * 4.0 * static_cast<double>(d + 1);
+  }
+}
 
 // The mixing weight a receiver applies to a message: eta * P[dst][src] as the header carries
 // it (fp32), rounded to fp32.

@@ -21,11 +21,7 @@
 namespace spush::kernels {
 namespace {
 
-uint32_t bits_of(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, sizeof(b));
-  return b;
-}
+using test::bits_of;
 
 CompressorSpec dense_spec(CompressorKind kind, int bits = 8) {
   CompressorSpec s;

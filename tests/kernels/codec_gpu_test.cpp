@@ -20,11 +20,7 @@
 namespace spush::kernels {
 namespace {
 
-uint32_t bits_of(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, sizeof(b));
-  return b;
-}
+using test::bits_of;
 
 CompressorSpec sparse_spec(IndexCodec codec, double density) {
   CompressorSpec s;

@@ -1,4 +1,6 @@
-// Helpers for `gpu`-labelled tests: skip without a usable GPU, RAII device buffers.
+// Helpers for `gpu`-labelled tests: skip without a usable GPU; device arrays on one shared cuda
+// backend. Its stream synchronizes with the legacy default stream, so kernels launched on
+// stream 0 by a test are ordered with the arrays' copies.
 #pragma once
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -6,8 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "spush/kernels/backend.h"
 #include "spush/kernels/cuda_check.cuh"
 #include "spush/kernels/device.h"
 
@@ -25,34 +29,18 @@ inline uint32_t bits_of(float f) {
   return b;
 }
 
-// A device array of T; poisoned with 0xFF bytes (NaN for floats, -1 for ints) on creation.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    CUDA_CHECK(cudaMalloc(&p_, bytes() ? bytes() : 1));
-    poison();
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { CUDA_CHECK_NOTHROW(cudaFree(p_)); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() { return p_; }
-  size_t size() const { return n_; }
-  size_t bytes() const { return n_ * sizeof(T); }
-  void poison() { CUDA_CHECK(cudaMemset(p_, 0xFF, bytes())); }
-  void upload(const std::vector<T>& h) {
-    CUDA_CHECK(cudaMemcpy(p_, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    CUDA_CHECK(cudaMemcpy(h.data(), p_, bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
+// The cuda backend the gpu tests share (created on first use; needs a GPU).
+inline kernels::Backend& gpu_backend() {
+  static std::unique_ptr<kernels::Backend> backend = kernels::make_cuda_backend(0);
+  return *backend;
+}
 
- private:
-  T* p_ = nullptr;
-  size_t n_;
+// A device array of T on gpu_backend(), poisoned with 0xFF bytes (NaN floats, -1 integers)
+// when created from a size.
+template <typename T>
+struct DeviceBuffer : kernels::Array<T> {
+  explicit DeviceBuffer(size_t n) : kernels::Array<T>(gpu_backend(), n) {}
+  explicit DeviceBuffer(const std::vector<T>& h) : kernels::Array<T>(gpu_backend(), h) {}
 };
 
 }  // namespace spush::test

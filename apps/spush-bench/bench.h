@@ -11,11 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "spush/kernels/backend.h"
 #include "spush/kernels/mixing.h"
 #include "spush/kernels/philox.h"
 #include "spush/kernels/segments.h"
 
 namespace spush::bench {
+
+// The cuda backend every GPU case allocates on and runs on (its stream is the cases' stream);
+// created by main() when a GPU is present.
+kernels::Backend& bench_backend();
 
 enum class Dist { kNormal, kGrad50, kCauchy, kNarrow, kAllEqual };
 inline const char* dist_name(Dist d) {

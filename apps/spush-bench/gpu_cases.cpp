@@ -22,6 +22,7 @@
 #include "spush/kernels/device.h"
 #include "spush/kernels/mixing.h"
 #include "spush/kernels/mixing_cuda.h"
+#include "spush/kernels/backend.h"
 #include "spush/kernels/segments.h"
 #include "spush/kernels/topk.h"
 
@@ -32,35 +33,18 @@ using kernels::CompressorKind;
 using kernels::CompressorSpec;
 using kernels::SegmentView;
 
+// A device array on the benchmark's cuda backend (the project's one owned buffer type), with a
+// partial download for checks.
 template <typename T>
-class Dev {
- public:
+struct Dev : kernels::Array<T> {
   Dev() = default;
-  explicit Dev(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&p_, n ? n * sizeof(T) : 1)); }
-  explicit Dev(const std::vector<T>& h) : Dev(h.size()) {
-    if (!h.empty())
-      CUDA_CHECK(cudaMemcpy(p_, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~Dev() {
-    if (p_) CUDA_CHECK_NOTHROW(cudaFree(p_));
-  }
-  Dev(Dev&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; }
-  Dev& operator=(Dev&& o) noexcept {
-    std::swap(p_, o.p_);
-    std::swap(n_, o.n_);
-    return *this;
-  }
-  T* get() const { return p_; }
+  explicit Dev(size_t n) : kernels::Array<T>(bench_backend(), n) {}
+  explicit Dev(const std::vector<T>& h) : kernels::Array<T>(bench_backend(), h) {}
   std::vector<T> download(size_t count, size_t offset = 0) const {
     std::vector<T> h(count);
-    if (count)
-      CUDA_CHECK(cudaMemcpy(h.data(), p_ + offset, count * sizeof(T), cudaMemcpyDeviceToHost));
+    if (count) this->backend()->download(h.data(), this->get() + offset, count * sizeof(T));
     return h;
   }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
 };
 
 constexpr double kRotateBytes = 160e6;  // each case cycles through more than 3x the 50 MB L2

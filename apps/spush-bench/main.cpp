@@ -4,13 +4,14 @@
 // bandwidth measured in the same run, speed-up over the CUB / unfused / CPU baselines of the
 // same shape), the targets, and a JSON report (--json FILE).
 // Usage: spush-bench [--quick] [--max-log2n N] [--json FILE] [--benchmark_filter=REGEX] ...
+// Its own flags go through the settings registry (runtime/settings.h); --benchmark_* flags are
+// passed to Google Benchmark.
 #include <benchmark/benchmark.h>
 #include <fmt/core.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -18,7 +19,10 @@
 #include <vector>
 
 #include "bench.h"
+#include "spush/kernels/backend.h"
 #include "spush/kernels/device.h"
+#include "spush/runtime/json_out.h"
+#include "spush/runtime/settings.h"
 
 #ifdef SPUSH_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -39,6 +43,7 @@ std::vector<Case> g_cases;
 std::map<std::string, Result> g_results;
 std::vector<std::string> g_order;
 void* g_stream = nullptr;
+std::unique_ptr<kernels::Backend> g_backend;  // the GPU cases' backend (with a GPU)
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -221,51 +226,60 @@ nlohmann::json report(const std::string& header) {
   return j;
 }
 
-int usage(const char* prog) {
-  fmt::print(stderr,
-             "usage: {} [--quick] [--max-log2n N] [--json FILE] [Google Benchmark flags]\n"
-             "  --quick        fewer shapes (N <= 2^24, K = 1%, two distributions)\n"
-             "  --max-log2n N  skip global shapes above 2^N (default 27)\n"
-             "  --json FILE    write the result rows and targets as JSON\n",
-             prog);
-  return 2;
+// This program's flags; the defaults are the fields' initial values.
+void declare(spush::runtime::Settings& s, Options& opt, std::string& json_path) {
+  s.add("quick", opt.quick, "fewer shapes (N <= 2^24, K = 1%, two distributions)");
+  s.add("max-log2n", opt.max_log2n, "skip global shapes above 2^N").in_range(18, 30);
+  s.add("json", json_path, "write the result rows and targets as JSON to this file (empty: off)")
+      .allow_empty();
+  s.pass_through("--benchmark_", "Google Benchmark flags, e.g. --benchmark_filter=REGEX");
 }
 
 }  // namespace
+
+kernels::Backend& bench_backend() {
+  if (!g_backend) throw std::logic_error("spush-bench: a GPU case without the cuda backend");
+  return *g_backend;
+}
+
 }  // namespace spush::bench
 
 int main(int argc, char** argv) {
   using namespace spush::bench;
   Options opt;
   std::string json_path;
-  std::vector<char*> rest{argv[0]};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick") {
-      opt.quick = true;
-    } else if (a == "--max-log2n" && i + 1 < argc) {
-      opt.max_log2n = std::atoi(argv[++i]);
-      if (opt.max_log2n < 18 || opt.max_log2n > 30) return usage(argv[0]);
-    } else if (a == "--json" && i + 1 < argc) {
-      json_path = argv[++i];
-    } else if (a == "--help" || a == "-h") {
-      return usage(argv[0]);
-    } else {
-      rest.push_back(argv[i]);
+  spush::runtime::Settings settings(
+      "spush-bench", "Times the spush kernels and their baselines (docs/BENCHMARKS.md).");
+  declare(settings, opt, json_path);
+  std::vector<std::string> passed;
+  try {
+    const auto cl = settings.parse(argc, argv);
+    if (cl.help) {
+      fmt::print("{}", settings.help());
+      return 0;
     }
+    settings.validate();
+    passed = cl.passed;
+  } catch (const spush::runtime::UsageError& e) {
+    fmt::print(stderr, "spush-bench: error: {}\n", e.what());
+    return 2;
+  } catch (const spush::runtime::ConfigError& e) {
+    fmt::print(stderr, "spush-bench: error: {}\n", e.what());
+    return 1;
   }
+  std::vector<char*> rest{argv[0]};
+  for (std::string& a : passed) rest.push_back(a.data());
   int rargc = static_cast<int>(rest.size());
   benchmark::Initialize(&rargc, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(rargc, rest.data())) return usage(argv[0]);
+  if (benchmark::ReportUnrecognizedArguments(rargc, rest.data())) return 2;
 
   opt.gpu = spush::kernels::cuda_available();
   std::string header;
   if (opt.gpu) {
     header = "spush-bench on " + gpu_description();
 #ifdef SPUSH_HAVE_CUDA
-    cudaStream_t s;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    g_stream = s;
+    g_backend = spush::kernels::make_cuda_backend(0);
+    g_stream = g_backend->stream();
 #endif
   } else {
     opt.cpu_max_n = int64_t{1} << 20;
@@ -289,12 +303,12 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   const nlohmann::json j = report(header);
   if (!json_path.empty()) {
-    std::ofstream out(json_path);
-    if (!out) {
-      fmt::print(stderr, "spush-bench: cannot write {}\n", json_path);
+    try {
+      spush::runtime::write_json_atomic(json_path, j);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "spush-bench: error: {}\n", e.what());
       return 1;
     }
-    out << j.dump(2) << "\n";
     fmt::print("\nwrote {}\n", json_path);
   }
   return 0;

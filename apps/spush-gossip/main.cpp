@@ -5,12 +5,11 @@
 // vectors (communicate() only) or the convex logistic problem of runtime/logistic.h.
 // Usage and metric definitions: docs/GOSSIP.md.
 #include <fmt/format.h>
+#include <omp.h>
 
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numbers>
@@ -24,10 +23,13 @@
 #include "spush/nets/optim.h"
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
-#include "spush/runtime/algorithm_cuda.h"
+#include "spush/kernels/backend.h"
+#include "spush/kernels/compress_cuda.h"
+#include "spush/runtime/communicator.h"
+#include "spush/runtime/json_out.h"
 #include "spush/runtime/logistic.h"
+#include "spush/runtime/settings.h"
 #include "spush/runtime/topology.h"
-#include "spush/runtime/transport.h"
 #include "spush/runtime/version.h"
 
 namespace {
@@ -35,11 +37,11 @@ namespace {
 using spush::nets::NodeMatrix;
 namespace rt = spush::runtime;
 
+// Every setting; declare() registers them (flags, --config keys, rules, help).
 struct Options {
   int nodes = 4;
   std::string topology = "ring";
-  int64_t period = 1;
-  std::string period_unit = "epochs";
+  std::string schedule = "epochs:1";
   int64_t epoch_rounds = 100;
   double failure_prob = 0;
   std::string algorithm = "sparsepush";
@@ -71,50 +73,85 @@ struct Options {
   std::string json;
   double target_gap = 0;
   std::string device = "cpu";
+  std::string transport = "auto";
+  double comm_timeout = 60;
+  int threads = 0;
 };
 
-// A user error: printed as one line, exit code 1.
-struct UsageError : std::runtime_error {
+// The graph, algorithm and execution groups are the ones spush-train declares
+// (runtime/include/spush/runtime/settings.h); the rest is this program's own.
+void declare(rt::Settings& s, Options& o) {
+  rt::declare_graph(s, {.nodes = o.nodes,
+                        .topology = o.topology,
+                        .schedule = o.schedule,
+                        .failure_prob = o.failure_prob});
+  s.add("epoch-rounds", o.epoch_rounds, "rounds per epoch (for --schedule epochs:N)").at_least(1);
+  rt::declare_algorithm(s, {.algorithm = o.algorithm,
+                            .compressor = o.compressor,
+                            .density = o.density,
+                            .bits = o.bits,
+                            .index_codec = o.index_codec,
+                            .global_compression = o.global,
+                            .eta = o.eta,
+                            .local_steps = o.local_steps,
+                            .scsp_final_rounds = o.scsp_final_rounds});
+  s.section("problem");
+  s.add("mode", o.mode, "averaging (random vectors) | logistic (convex problem)")
+      .one_of({"averaging", "logistic"});
+  s.add("rounds", o.rounds, "iterations (plus --scsp-final-rounds for scsp)").at_least(0);
+  s.add("dim", o.dim, "vector / model dimension d").at_least(1);
+  s.add("segments", o.segments, "segments (layers) d is cut into, at most --dim").at_least(1);
+  s.add("samples", o.samples, "logistic: samples generated per node").at_least(1);
+  s.add("batch", o.batch, "logistic: minibatch size per node (0: full batch)").at_least(0);
+  s.add("skew", o.skew, "logistic: label skew s in [0, 1] (0: IID)").in_range(0.0, 1.0);
+  s.add("lambda", o.lambda, "logistic: L2 regularization of the objective, > 0").above(0.0);
+  s.add("label-noise", o.label_noise, "logistic: label flip probability in [0, 0.5)")
+      .at_least(0.0)
+      .below(0.5);
+  s.section("optimizer (logistic mode)");
+  s.add("lr", o.lr, "learning rate, > 0").above(0.0);
+  s.add("lr-decay", o.lr_decay, "lr_t = lr / (1 + lr_decay * t), >= 0").at_least(0.0);
+  s.add("momentum", o.momentum, "momentum in [0, 1)").at_least(0.0).below(1.0);
+  s.add("nesterov", o.nesterov, "Nesterov momentum");
+  s.add("qgm", o.qgm, "Quasi-Global Momentum");
+  s.add("weight-decay", o.weight_decay,
+        "extra weight decay of the optimizer (lambda is already in f), >= 0")
+      .at_least(0.0);
+  s.section("output");
+  s.add("print-every", o.print_every, "print a row every this many rounds").at_least(1);
+  s.add("json", o.json, "also write one JSON object per printed row to this file (empty: off)")
+      .allow_empty();
+  s.add("target-gap", o.target_gap,
+        "logistic: stop when the relative objective gap falls below this (0: off)")
+      .at_least(0.0);
+  rt::declare_execution(s, {.seed = o.seed,
+                            .device = o.device,
+                            .transport = o.transport,
+                            .comm_timeout = o.comm_timeout,
+                            .threads = o.threads});
+}
+
+// An error found while setting up or running: printed as one line, exit code 1.
+struct RunError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
 void require(bool ok, const std::string& what) {
-  if (!ok) throw UsageError(what);
+  if (!ok) throw RunError(what);
 }
 
+// Checks across settings and of the machine, after every setting's own rules
+// (Settings::validate()).
 void validate_options(const Options& o) {
-  require(o.nodes >= 1, fmt::format("--nodes {}: expected at least 1 node", o.nodes));
-  require(o.density > 0 && o.density <= 1,
-          fmt::format("--density {}: expected a value in (0, 1]", o.density));
-  require(o.eta < 0 || (o.eta > 0 && o.eta <= 1),
-          fmt::format("--eta {}: expected a value in (0, 1], or < 0 for the default of the density",
-                      o.eta));
-  require(o.period >= 1, fmt::format("--period {}: expected >= 1", o.period));
-  require(o.epoch_rounds >= 1, fmt::format("--epoch-rounds {}: expected >= 1", o.epoch_rounds));
-  require(o.failure_prob >= 0 && o.failure_prob < 1,
-          fmt::format("--failure-prob {}: expected a probability in [0, 1)", o.failure_prob));
-  require(o.rounds >= 0, fmt::format("--rounds {}: expected >= 0", o.rounds));
-  require(o.dim >= 1, fmt::format("--dim {}: expected >= 1", o.dim));
-  require(o.segments >= 1 && o.segments <= o.dim,
-          fmt::format("--segments {}: expected a value in [1, --dim = {}]", o.segments, o.dim));
-  require(o.samples >= 1, fmt::format("--samples {}: expected >= 1 sample per node", o.samples));
-  require(o.batch >= 0, fmt::format("--batch {}: expected >= 0 (0: full batch)", o.batch));
-  require(o.skew >= 0 && o.skew <= 1, fmt::format("--skew {}: expected a value in [0, 1]", o.skew));
-  require(o.lambda > 0, fmt::format("--lambda {}: expected > 0", o.lambda));
-  require(o.label_noise >= 0 && o.label_noise < 0.5,
-          fmt::format("--label-noise {}: expected a probability in [0, 0.5)", o.label_noise));
-  require(o.lr > 0, fmt::format("--lr {}: expected > 0", o.lr));
-  require(o.lr_decay >= 0, fmt::format("--lr-decay {}: expected >= 0", o.lr_decay));
-  require(o.momentum >= 0 && o.momentum < 1,
-          fmt::format("--momentum {}: expected a value in [0, 1)", o.momentum));
-  require(o.weight_decay >= 0, fmt::format("--weight-decay {}: expected >= 0", o.weight_decay));
-  require(o.local_steps >= 1, fmt::format("--local-steps {}: expected >= 1", o.local_steps));
-  require(o.scsp_final_rounds >= 0,
-          fmt::format("--scsp-final-rounds {}: expected >= 0", o.scsp_final_rounds));
-  require(o.print_every >= 1, fmt::format("--print-every {}: expected >= 1", o.print_every));
-  require(o.target_gap >= 0, fmt::format("--target-gap {}: expected >= 0", o.target_gap));
-  require(o.target_gap == 0 || o.mode == "logistic",
-          "--target-gap: only meaningful with --mode logistic");
+  auto check = [](bool ok, const std::string& what) {
+    if (!ok) throw rt::ConfigError(what);
+  };
+  check(o.segments <= o.dim,
+        fmt::format("invalid setting segments = {}: expected an integer in [1, dim = {}]",
+                    o.segments, o.dim));
+  check(o.target_gap == 0 || o.mode == "logistic",
+        fmt::format("invalid setting target-gap = {}: expected 0 (off) unless --mode logistic",
+                    o.target_gap));
   if (o.device == "cuda") {
     require(o.mode == "averaging",
             "--device cuda: runs the averaging mode only (the logistic mode computes its "
@@ -127,46 +164,6 @@ void validate_options(const Options& o) {
   }
 }
 
-// The algorithm on the host (make_algorithm over the `local` transport) or with the node
-// matrix on the GPU (make_algorithm_cuda over the device-memory `local` transport).
-class Gossip {
- public:
-  Gossip(const rt::AlgorithmSpec& spec, const spush::nets::Layout& layout,
-         const rt::Schedule& schedule, int nodes, bool cuda) {
-    if (cuda) {
-      std::string why;
-      require(rt::algorithm_cuda_supports(spec, &why), "--device cuda: " + why);
-      device_transport_ = std::make_unique<rt::DeviceLocalTransport>(nodes);
-      gpu_ = rt::make_algorithm_cuda(spec, layout, schedule, *device_transport_);
-    } else {
-      transport_ = rt::make_local_transport(nodes);
-      cpu_ = rt::make_algorithm(spec, layout, schedule, *transport_);
-    }
-  }
-  void init(const NodeMatrix& x0) { cpu_ ? cpu_->init(x0) : gpu_->init(x0); }
-  void communicate(int64_t t, int64_t epoch) {
-    cpu_ ? cpu_->communicate(t, epoch) : gpu_->communicate(t, epoch);
-  }
-  void gossip_rounds(int rounds, int64_t t, int64_t epoch) {
-    cpu_ ? cpu_->gossip_rounds(rounds, t, epoch) : gpu_->gossip_rounds(rounds, t, epoch);
-  }
-  const NodeMatrix& z() {
-    if (cpu_) return cpu_->z();
-    gpu_->download_z(z_);
-    return z_;
-  }
-  NodeMatrix& x() { return cpu_->x(); }  // host algorithms only (logistic mode)
-  const rt::CommStats& stats() const { return cpu_ ? cpu_->stats() : gpu_->stats(); }
-  const rt::AlgorithmSpec& spec() const { return cpu_ ? cpu_->spec() : gpu_->spec(); }
-
- private:
-  std::unique_ptr<rt::Transport> transport_;
-  std::unique_ptr<rt::Algorithm> cpu_;
-  std::unique_ptr<rt::DeviceLocalTransport> device_transport_;
-  std::unique_ptr<rt::DeviceAlgorithm> gpu_;
-  NodeMatrix z_;
-};
-
 // One printed row.
 struct Row {
   int64_t round = 0;
@@ -175,16 +172,19 @@ struct Row {
   double bytes_actual = 0;  // per node
   double bytes_paper = 0;   // per node
   double factor = 1;
+  double factor_paper = 1;
 };
 
 class Printer {
  public:
-  explicit Printer(std::ofstream* json) : json_(json) {}
+  Printer(rt::JsonLinesWriter* json, bool root) : json_(json), root_(root) {}
   void header() const {
+    if (!root_) return;
     fmt::print("{:>8} {:>15} {:>13} {:>15} {:>20} {:>18}\n", "round", "consensus_error",
                "objective_gap", "bytes_per_node", "bytes_per_node_paper", "compression_factor");
   }
   void row(const Row& r) const {
+    if (!root_) return;
     fmt::print("{:>8} {:>15.6e} {:>13} {:>15.0f} {:>20.0f} {:>18.3f}\n", r.round, r.consensus,
                r.gap ? fmt::format("{:.6e}", *r.gap) : std::string("-"), r.bytes_actual,
                r.bytes_paper, r.factor);
@@ -193,15 +193,19 @@ class Printer {
       j["round"] = r.round;
       j["consensus_error"] = r.consensus;
       j["objective_gap"] = r.gap ? nlohmann::json(*r.gap) : nlohmann::json(nullptr);
-      j["bytes_per_node_actual"] = r.bytes_actual;
+      // The names of the trainer's metrics.jsonl (runtime/src/trainer.cpp) for the same
+      // quantities.
+      j["bytes_per_node"] = r.bytes_actual;
       j["bytes_per_node_paper"] = r.bytes_paper;
       j["compression_factor"] = r.factor;
-      *json_ << j.dump() << '\n';
+      j["compression_factor_paper"] = r.factor_paper;
+      json_->write(j);
     }
   }
 
  private:
-  std::ofstream* json_;  // nullptr: no --json
+  rt::JsonLinesWriter* json_;  // nullptr: no --json
+  bool root_;            // only rank 0 prints
 };
 
 // Fills out with standard normal draws (mt19937_64, whose output the C++ standard fixes, and
@@ -219,30 +223,45 @@ std::vector<float> random_rows(int rows, int64_t d, uint64_t seed, NodeMatrix& o
   return rt::average_rows(out);
 }
 
-// Averaging mode: mean over nodes of ||z_i - mean(x0)||, divided by its value at round 0.
-double averaging_error(const NodeMatrix& z, const std::vector<float>& target) {
-  double total = 0;
-  for (int64_t r = 0; r < z.rows(); ++r) {
-    double s = 0;
-    for (int64_t k = 0; k < z.cols(); ++k) {
-      const double e = static_cast<double>(z.row(r)[k]) - target[k];
-      s += e * e;
-    }
-    total += std::sqrt(s);
-  }
-  return total / static_cast<double>(z.rows());
+// The run's communicator (kept here so that main() can end the whole job on an error).
+std::unique_ptr<rt::Communicator> g_comm;
+
+// The local rows [first, first + count) of a matrix of every node's rows.
+NodeMatrix local_rows(const NodeMatrix& all, int first, int count) {
+  NodeMatrix out(count, all.cols());
+  for (int r = 0; r < count; ++r) std::copy_n(all.row(first + r), all.cols(), out.row(r));
+  return out;
 }
 
 int run(const Options& o) {
   validate_options(o);
   const bool logistic = o.mode == "logistic";
+  g_comm = rt::make_communicator(o.transport, o.nodes, {o.comm_timeout});
+  auto& comm = g_comm;
+  const bool root = comm->rank() == 0;
+  const int first = comm->first_local(), local = comm->local_nodes();
+  // --device auto: the GPU when there is one and it can run this job, else the CPU.
+  std::string device = o.device;
+  if (device == "auto")
+    device = !logistic && spush::kernels::cuda_available() &&
+                     (o.algorithm == "sgp" || o.algorithm == "dpsgd" ||
+                      spush::kernels::compress_cuda_supports(
+                          spush::kernels::compressor_kind_from_string(o.compressor)))
+                 ? "cuda"
+                 : "cpu";
+  std::unique_ptr<spush::kernels::Backend> backend;
+  try {
+    backend = spush::kernels::make_backend(device);
+  } catch (const std::exception& e) {
+    throw RunError(fmt::format("--device {}: {}", device, e.what()));
+  }
 
   rt::TopologySpec tspec;
   tspec.name = o.topology;
   tspec.nodes = o.nodes;
-  tspec.period = o.period;
-  tspec.unit =
-      o.period_unit == "iterations" ? rt::PeriodUnit::kIterations : rt::PeriodUnit::kEpochs;
+  const auto [unit, period] = rt::parse_schedule(o.schedule);
+  tspec.period = period;
+  tspec.unit = unit == "iterations" ? rt::PeriodUnit::kIterations : rt::PeriodUnit::kEpochs;
   tspec.failure_prob = o.failure_prob;
   tspec.seed = o.seed;
   const rt::Schedule schedule = rt::make_schedule(tspec);
@@ -282,61 +301,104 @@ int run(const Options& o) {
     layout = rt::make_segment_layout(o.dim, o.segments);
   }
 
-  auto algo = std::make_unique<Gossip>(aspec, layout, schedule, o.nodes, o.device == "cuda");
+  auto algo = rt::make_algorithm(aspec, layout, schedule, *backend, *comm);
 
-  // Initial state: random vectors (averaging) or the common start x0 = 0 (logistic).
-  NodeMatrix x0(o.nodes, o.dim);
+  // Initial state: random vectors (averaging; every rank draws all and keeps its rows) or the
+  // common start x0 = 0 (logistic).
+  NodeMatrix x0_all(o.nodes, o.dim);
   std::vector<float> target;  // averaging: the true average of x0
-  if (!logistic) target = random_rows(o.nodes, o.dim, o.seed, x0);
+  if (!logistic) target = random_rows(o.nodes, o.dim, o.seed, x0_all);
   const std::vector<float> start(o.dim, 0.0f);
-  algo->init(x0);
+  algo->init(local_rows(x0_all, first, local));
   const double f_start = logistic ? problem->objective(start.data()) : 0;
 
-  std::ofstream json_file;
-  if (!o.json.empty()) {
-    json_file.open(o.json, std::ios::out | std::ios::trunc);
-    require(json_file.good(), fmt::format("--json {}: cannot open the file for writing", o.json));
-  }
-  const Printer printer(o.json.empty() ? nullptr : &json_file);
+  std::optional<rt::JsonLinesWriter> json_file;
+  if (root && !o.json.empty()) json_file.emplace(o.json, rt::JsonLinesWriter::Mode::kTruncate);
+  const Printer printer(json_file ? &*json_file : nullptr, root);
 
-  fmt::print("# spush-gossip {}: mode {}, device {}, topology {}\n", rt::version(), o.mode,
-             o.device, schedule.describe());
-  const std::string compression =
-      algo->spec().kind == rt::AlgorithmKind::kSgp
-          ? std::string("none")
-          : fmt::format("{} (density {}, bits {}, index codec {}, {})", o.compressor, o.density,
-                        o.bits, o.index_codec, o.global ? "global" : "layer-wise");
-  fmt::print("# algorithm {}, eta {}, compression {}, d {} in {} segments\n",
-             rt::to_string(algo->spec().kind), algo->spec().eta, compression, o.dim, o.segments);
-  if (logistic)
-    fmt::print(
-        "# logistic: {} samples ({} per node before partition), skew {}, lambda {}, "
-        "f* = {:.12f} (|grad f*| = {:.1e}), f(x0) = {:.12f}, lr {} / (1 + {} t){}{}{}\n",
-        problem->total_samples(), o.samples, o.skew, o.lambda, problem->optimum_value(),
-        problem->optimum_gradient_norm(), f_start, o.lr, o.lr_decay,
-        o.momentum > 0 ? fmt::format(", momentum {}", o.momentum) : "",
-        o.nesterov ? " (Nesterov)" : "", o.qgm ? ", QGM" : "");
+  if (root) {
+    fmt::print("# spush-gossip {}: mode {}, device {}, {} rank(s) ({} transport), topology {}\n",
+               rt::version(), o.mode, backend->name(), comm->ranks(), comm->name(),
+               schedule.describe());
+    const std::string compression =
+        algo->spec().kind == rt::AlgorithmKind::kSgp
+            ? std::string("none")
+            : fmt::format("{} (density {}, bits {}, index codec {}, {})", o.compressor, o.density,
+                          o.bits, o.index_codec, o.global ? "global" : "layer-wise");
+    fmt::print("# algorithm {}, eta {}, compression {}, d {} in {} segments\n",
+               rt::to_string(algo->spec().kind), algo->spec().eta, compression, o.dim,
+               o.segments);
+    if (logistic)
+      fmt::print(
+          "# logistic: {} samples ({} per node before partition), skew {}, lambda {}, "
+          "f* = {:.12f} (|grad f*| = {:.1e}), f(x0) = {:.12f}, lr {} / (1 + {} t){}{}{}\n",
+          problem->total_samples(), o.samples, o.skew, o.lambda, problem->optimum_value(),
+          problem->optimum_gradient_norm(), f_start, o.lr, o.lr_decay,
+          o.momentum > 0 ? fmt::format(", momentum {}", o.momentum) : "",
+          o.nesterov ? " (Nesterov)" : "", o.qgm ? ", QGM" : "");
+  }
   printer.header();
 
-  const double initial_error = logistic ? 0 : averaging_error(algo->z(), target);
+  // z of the local nodes (a view on the cpu backend, a copy from the GPU).
+  NodeMatrix z_copy;
+  auto local_z = [&]() -> const NodeMatrix& {
+    if (backend->host_memory()) return algo->z();
+    algo->download_z(z_copy);
+    return z_copy;
+  };
+  // Every quantity below is reduced over the nodes in node order: the same bits for any number
+  // of ranks.
+  auto averaging_error = [&](const NodeMatrix& z) {
+    std::vector<double> err(static_cast<size_t>(local));
+    for (int r = 0; r < local; ++r) {
+      double s = 0;
+      for (int64_t k = 0; k < z.cols(); ++k) {
+        const double e = static_cast<double>(z.row(r)[k]) - target[k];
+        s += e * e;
+      }
+      err[r] = std::sqrt(s);
+    }
+    return comm->sum_over_nodes(err.data()) / static_cast<double>(o.nodes);
+  };
+  const double initial_error = logistic ? 0 : averaging_error(local_z());
   auto measure = [&](int64_t round, bool with_gap) {
     Row r;
     r.round = round;
-    const NodeMatrix& z = algo->z();
+    const NodeMatrix& z = local_z();
     if (logistic) {
-      r.consensus = rt::consensus_distance(z);
+      std::vector<double> sum(static_cast<size_t>(local) * static_cast<size_t>(o.dim));
+      for (int i = 0; i < local; ++i)
+        for (int64_t k = 0; k < o.dim; ++k) sum[i * o.dim + k] = z.row(i)[k];
+      comm->allreduce_sum(sum.data(), o.dim);
+      std::vector<float> mean(static_cast<size_t>(o.dim));
+      for (int64_t k = 0; k < o.dim; ++k)
+        mean[k] = static_cast<float>(sum[k] / static_cast<double>(o.nodes));
+      std::vector<double> dist(static_cast<size_t>(local));
+      for (int i = 0; i < local; ++i) {
+        double s = 0;
+        for (int64_t k = 0; k < o.dim; ++k) {
+          const double e = static_cast<double>(z.row(i)[k]) - sum[k] / o.nodes;
+          s += e * e;
+        }
+        dist[i] = s;
+      }
+      r.consensus = comm->sum_over_nodes(dist.data()) / static_cast<double>(o.nodes);
       if (with_gap) {
-        const double f = problem->objective(rt::average_rows(z).data());
+        const double f = problem->objective(mean.data());
         r.gap = (f - problem->optimum_value()) / (f_start - problem->optimum_value());
       }
     } else {
-      const double e = averaging_error(z, target);
+      const double e = averaging_error(z);
       r.consensus = initial_error > 0 ? e / initial_error : e;
     }
     const rt::CommStats& st = algo->stats();
-    r.bytes_actual = static_cast<double>(st.bytes_actual) / o.nodes;
-    r.bytes_paper = st.bytes_paper / o.nodes;
-    r.factor = st.compression_factor();
+    const double actual = comm->sum_over_ranks(static_cast<double>(st.bytes_actual));
+    const double paper = comm->sum_over_ranks(st.bytes_paper);
+    const double dense = comm->sum_over_ranks(st.bytes_dense);
+    r.bytes_actual = actual / o.nodes;
+    r.bytes_paper = paper / o.nodes;
+    r.factor = actual > 0 ? dense / actual : 1.0;
+    r.factor_paper = paper > 0 ? dense / paper : 1.0;
     return r;
   };
 
@@ -349,10 +411,10 @@ int run(const Options& o) {
   NodeMatrix grads;
   std::vector<rt::MinibatchSampler> samplers;
   if (logistic) {
-    optimizer.emplace(ospec, o.nodes, o.dim);
-    grads = NodeMatrix(o.nodes, o.dim);
+    optimizer.emplace(ospec, local, o.dim);
+    grads = NodeMatrix(local, o.dim);
     if (o.batch > 0)
-      for (int i = 0; i < o.nodes; ++i)
+      for (int i = first; i < first + local; ++i)
         samplers.emplace_back(static_cast<int64_t>(problem->node_samples(i).size()), o.batch,
                               spush::nets::mix_seed({o.seed, static_cast<uint64_t>(i), 7}));
   }
@@ -369,10 +431,10 @@ int run(const Options& o) {
       if (logistic) {
         const NodeMatrix& z = algo->z();
         if (o.batch > 0) {
-          for (int i = 0; i < o.nodes; ++i)
-            problem->minibatch_gradient(i, z.row(i), grads.row(i), samplers[i].next());
+          for (int i = 0; i < local; ++i)
+            problem->minibatch_gradient(first + i, z.row(i), grads.row(i), samplers[i].next());
         } else {
-          problem->gradients(z, grads);
+          problem->gradients(z, grads, first);
         }
         const float lr = static_cast<float>(o.lr / (1.0 + o.lr_decay * static_cast<double>(t)));
         optimizer->step(algo->x(), grads, lr);
@@ -399,7 +461,7 @@ int run(const Options& o) {
   // The last measure() read the state back, so on the GPU every round has finished here.
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-
+  if (!root) return 0;
   fmt::print(
       "summary: rounds {} consensus_error {:.6e} objective_gap {} bytes_per_node {:.0f} "
       "bytes_per_node_paper {:.0f} compression_factor {:.3f}\n",
@@ -407,7 +469,7 @@ int run(const Options& o) {
       last.bytes_actual, last.bytes_paper, last.factor);
   fmt::print(
       "time: {:.3f} s for {} rounds on the {} ({:.3f} ms per round, printed rows included)\n",
-      seconds, last.round, o.device == "cuda" ? "GPU" : "CPU",
+      seconds, last.round, backend->host_memory() ? "CPU" : "GPU",
       last.round > 0 ? 1e3 * seconds / static_cast<double>(last.round) : 0.0);
   if (o.target_gap > 0) {
     if (reached)
@@ -426,100 +488,33 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{
-      "spush-gossip: decentralized gossip averaging and convex optimization "
-      "(docs/GOSSIP.md)"};
-  app.add_option("--nodes", o.nodes, "Number of nodes")->capture_default_str();
-  app.add_option("--topology", o.topology,
-                 "Graph: ring (directed), bidir-ring, torus, torus:RxC, exponential, full, rings4, "
-                 "rings4-3, file:PATH, or a comma-separated list to rotate through")
-      ->capture_default_str();
-  app.add_option("--period", o.period, "How long each graph of a list is used")
-      ->capture_default_str();
-  app.add_option("--period-unit", o.period_unit, "Unit of --period")
-      ->check(CLI::IsMember({"iterations", "epochs"}))
-      ->capture_default_str();
-  app.add_option("--epoch-rounds", o.epoch_rounds, "Rounds per epoch (for --period-unit epochs)")
-      ->capture_default_str();
-  app.add_option("--failure-prob", o.failure_prob, "Link failure probability per edge per round")
-      ->capture_default_str();
-  app.add_option("--algorithm", o.algorithm, "Gossip algorithm")
-      ->check(CLI::IsMember({"sgp", "deepsqueeze", "sparsepush", "scsp", "choco"}))
-      ->capture_default_str();
-  app.add_option("--compressor", o.compressor, "Compression operator (ignored by sgp)")
-      ->check(
-          CLI::IsMember({"topk", "randomk", "qsgd", "sign", "fractional", "minmax8", "identity"}))
-      ->capture_default_str();
-  app.add_option("--density", o.density, "Fraction of entries kept per segment, in (0, 1]")
-      ->capture_default_str();
-  app.add_option("--bits", o.bits, "Bits for qsgd (1, 2, 4, 8) and fractional (2..9)")
-      ->capture_default_str();
-  app.add_option("--index-codec", o.index_codec, "How sparse indices go on the wire")
-      ->check(CLI::IsMember({"raw32", "local16", "block"}))
-      ->capture_default_str();
-  app.add_flag("--global", o.global, "Compress the whole vector instead of layer by layer");
-  app.add_option("--eta", o.eta,
-                 "Averaging rate in (0, 1]; default: 1 for sgp/identity, else the default of the "
-                 "density (ALGORITHMS.md 3)");
-  app.add_option("--mode", o.mode, "averaging (random vectors) or logistic (convex problem)")
-      ->check(CLI::IsMember({"averaging", "logistic"}))
-      ->capture_default_str();
-  app.add_option("--rounds", o.rounds, "Iterations (plus --scsp-final-rounds for scsp)")
-      ->capture_default_str();
-  app.add_option("--dim", o.dim, "Vector / model dimension d")->capture_default_str();
-  app.add_option("--segments", o.segments, "Segments (layers) d is cut into")
-      ->capture_default_str();
-  app.add_option("--samples", o.samples, "Logistic: samples generated per node")
-      ->capture_default_str();
-  app.add_option("--batch", o.batch, "Logistic: minibatch size per node (0: full batch)")
-      ->capture_default_str();
-  app.add_option("--skew", o.skew, "Logistic: label skew s in [0, 1] (0: IID)")
-      ->capture_default_str();
-  app.add_option("--lambda", o.lambda, "Logistic: L2 regularization of the objective")
-      ->capture_default_str();
-  app.add_option("--label-noise", o.label_noise, "Logistic: label flip probability")
-      ->capture_default_str();
-  app.add_option("--lr", o.lr, "Logistic: learning rate")->capture_default_str();
-  app.add_option("--lr-decay", o.lr_decay, "Logistic: lr_t = lr / (1 + lr_decay * t)")
-      ->capture_default_str();
-  app.add_option("--momentum", o.momentum, "Logistic: momentum in [0, 1)")->capture_default_str();
-  app.add_flag("--nesterov", o.nesterov, "Logistic: Nesterov momentum");
-  app.add_flag("--qgm", o.qgm, "Logistic: Quasi-Global Momentum");
-  app.add_option("--weight-decay", o.weight_decay,
-                 "Logistic: extra weight decay of the optimizer (lambda is already in f)")
-      ->capture_default_str();
-  app.add_option("--local-steps", o.local_steps, "Communicate every H iterations")
-      ->capture_default_str();
-  app.add_option("--scsp-final-rounds", o.scsp_final_rounds,
-                 "scsp: uncompressed push-sum rounds after --rounds")
-      ->capture_default_str();
-  app.add_option("--seed", o.seed, "Seed of data, initial vectors, compression and failures")
-      ->capture_default_str();
-  app.add_option("--print-every", o.print_every, "Print a row every this many rounds")
-      ->capture_default_str();
-  app.add_option("--json", o.json, "Also write one JSON object per printed row to this file");
-  app.add_option("--target-gap", o.target_gap,
-                 "Logistic: stop when the relative objective gap falls below this (0: off)")
-      ->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
-
+  rt::Settings settings("spush-gossip",
+                        "Decentralized gossip averaging and convex optimization over simulated "
+                        "nodes, in one process or in many under mpirun (docs/GOSSIP.md).");
+  declare(settings, o);
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "spush-gossip: error: %s (run with --help for usage)\n", e.what());
+    if (settings.parse(argc, argv).help) {
+      std::fputs(settings.help().c_str(), stdout);
+      return 0;
+    }
+  } catch (const rt::UsageError& e) {
+    if (rt::launch_info().rank == 0) std::fprintf(stderr, "spush-gossip: error: %s\n", e.what());
     return 2;
   }
   try {
+    settings.validate();
+    rt::apply_threads(o.threads);
     return run(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "spush-gossip: error: %s\n", e.what());
-    return 1;
+    const int code = dynamic_cast<const rt::CommError*>(&e) ? 4 : 1;
+    if (g_comm && g_comm->ranks() > 1) {
+      std::fprintf(stderr, "spush-gossip: error: rank %d: %s\n", g_comm->rank(), e.what());
+      std::fflush(stderr);
+      g_comm->abort(code);  // the other ranks must not wait for this one
+    } else if (rt::launch_info().rank == 0) {
+      std::fprintf(stderr, "spush-gossip: error: %s\n", e.what());
+    }
+    return code;
   }
 }

@@ -37,13 +37,16 @@ size_t dense_wire_payload_bytes(CompressorKind kind, int bits, int nseg, int64_t
 SparseWireLayout sparse_wire_layout(const CompressorSpec& spec, SegmentView segs) {
   constexpr const char* kFn = "sparse_wire_layout";
   validate(spec);
-  if (spec.kind != CompressorKind::kTopK && spec.kind != CompressorKind::kRandomK) {
+  if (!is_sparse(spec.kind)) {
     throw std::invalid_argument(std::string(kFn) + ": kind " + to_string(spec.kind) +
-                                " is not a sparse kind with fp32 values (topk, randomk)");
+                                " is not a sparse kind (topk, randomk, fractional)");
   }
   if (segs.count < 0 || (segs.count > 0 && !segs.offsets))
     throw std::invalid_argument(std::string(kFn) + ": invalid segment table");
   SparseWireLayout l;
+  l.kind = spec.kind;
+  l.density = spec.density;
+  l.bits = spec.kind == CompressorKind::kFractional ? spec.bits : 0;
   l.codec = spec.index_codec;
   l.nseg = segs.count;
   l.d = segs.total();
@@ -81,7 +84,11 @@ SparseWireLayout sparse_wire_layout(const CompressorSpec& spec, SegmentView segs
       l.index_bytes = static_cast<size_t>((bits + 7) / 8);
       break;
   }
-  l.payload_bytes = l.index_bytes + 4 * static_cast<size_t>(l.k_total);
+  l.value_bytes = 4 * static_cast<size_t>(l.k_total);
+  if (spec.kind == CompressorKind::kFractional)
+    l.value_bytes = static_cast<size_t>((l.k_total * spec.bits + 7) / 8) +
+                    4 * static_cast<size_t>(l.nseg) * static_cast<size_t>(1 << (spec.bits - 1));
+  l.payload_bytes = l.index_bytes + l.value_bytes;
   return l;
 }
 

@@ -197,6 +197,9 @@ void check_rows(const char* fn, const SparseWireLayout& l, const int64_t* tables
   }
   if (rows > 0 && l.k_total > 0 && (!tables || !a || !b || !c))
     throw std::invalid_argument(std::string(fn) + ": null device pointer");
+  if (l.kind == CompressorKind::kFractional)
+    throw std::invalid_argument(std::string(fn) +
+                                ": the fractional quantizer has no GPU codec (topk, randomk only)");
 }
 
 dim3 entry_grid(int64_t k_total, int64_t rows) {

@@ -41,6 +41,13 @@ void check_declared(const Layer& l, int64_t offset, const NodeMatrix& params);
 void check_backward(const Layer& l, const Tensor& in, const Tensor& out, const Tensor& dout,
                     const NodeMatrix& params, const NodeMatrix& dparams);
 
+// Work items of a node-batched layer: each node's minibatch cut into `groups` sample ranges.
+// The cut depends on the batch size alone (one range per kSplitSamples samples), never on the
+// thread count or on how many nodes share the process: a node's weight gradient (summed over
+// its ranges in a fixed order) is then the same bits in a single process and under mpirun with
+// any number of ranks and threads.
+inline constexpr int64_t kSplitSamples = 64;
+
 struct NodeSplit {
   int64_t nodes = 0, batch = 0, groups = 1;
   int64_t tasks() const { return nodes * groups; }
@@ -54,10 +61,7 @@ struct NodeSplit {
 
 inline NodeSplit split_nodes(int64_t nodes, int64_t batch) {
   NodeSplit s{nodes, batch, 1};
-  if (nodes > 0 && batch > 0) {
-    const int64_t t = max_threads();
-    s.groups = std::clamp<int64_t>((t + nodes - 1) / nodes, 1, batch);
-  }
+  if (nodes > 0 && batch > 0) s.groups = (batch + kSplitSamples - 1) / kSplitSamples;
   return s;
 }
 

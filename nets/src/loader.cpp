@@ -153,14 +153,14 @@ void NodeLoader::set_state(const LoaderState& s) {
 
 MultiNodeLoader::MultiNodeLoader(const Dataset& data,
                                  const std::vector<std::vector<int64_t>>& parts,
-                                 const LoaderOptions& options)
+                                 const LoaderOptions& options, int first_node)
     : batch_(options.batch), sample_size_(data.sample_size()) {
   if (parts.empty()) {
     throw std::invalid_argument("MultiNodeLoader: 0 partitions, expected one per node (>= 1)");
   }
   loaders_.reserve(parts.size());
   for (size_t i = 0; i < parts.size(); ++i) {
-    loaders_.emplace_back(data, parts[i], static_cast<int>(i), options);
+    loaders_.emplace_back(data, parts[i], first_node + static_cast<int>(i), options);
   }
 }
 

@@ -78,7 +78,7 @@ void Checkpoint::get_bytes(const std::string& name, void* data, size_t nbytes) c
   if (nbytes) std::memcpy(data, b.data(), nbytes);
 }
 
-void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
+WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   std::vector<uint8_t> buf(kMagic, kMagic + 8);
   append<uint32_t>(buf, Checkpoint::kVersion);
   const std::string meta = ckpt.meta.dump();
@@ -97,6 +97,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
     crc = crc32(crc, buf.data() + off, static_cast<uInt>(n));
   }
   append<uint32_t>(buf, static_cast<uint32_t>(crc));
+  const WrittenCheckpoint written{buf.size(), static_cast<uint32_t>(crc)};
 
   const std::filesystem::path target(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -131,6 +132,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
     ::fsync(dfd);
     ::close(dfd);
   }
+  return written;
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
@@ -158,6 +160,8 @@ Checkpoint read_checkpoint(const std::string& path) {
     throw CheckpointError("checkpoint " + path + ": checksum mismatch (file corrupt or truncated)");
   Checkpoint ck;
   ck.source = path;
+  ck.file_bytes = data.size();
+  ck.crc32 = stored;
   const auto meta_len = r.get<uint64_t>("metadata length");
   const auto* meta = r.take(meta_len, "metadata");
   try {

@@ -1,113 +1,112 @@
-// Training settings: validation and JSON form.
+// Training settings: their declaration in the settings registry (the one list behind the
+// command line, config files, config.json and validation), and the checks that involve more
+// than one setting.
 #include "spush/runtime/train_config.h"
 
-#include <cmath>
-#include <set>
-#include <sstream>
-
-#include "spush/kernels/compress.h"
-#include "spush/runtime/algorithm.h"
+#include <fmt/format.h>
 
 namespace spush::runtime {
 namespace {
-
-template <typename T>
-std::string str(const T& v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
 
 void check(bool ok, const std::string& key, const std::string& value, const std::string& expected) {
   if (!ok) throw ConfigError("invalid setting " + key + " = " + value + ": expected " + expected);
 }
 
-void one_of(const std::string& key, const std::string& value, std::set<std::string> allowed) {
-  if (allowed.count(value)) return;
-  std::string list;
-  for (const auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
-  check(false, key, "'" + value + "'", "one of " + list);
-}
-
 }  // namespace
 
+void TrainConfig::declare(Settings& s) {
+  declare_graph(
+      s,
+      {.nodes = nodes, .topology = topology, .schedule = schedule, .failure_prob = failure_prob});
+  declare_algorithm(s, {.algorithm = algorithm,
+                        .compressor = compressor,
+                        .density = density,
+                        .bits = bits,
+                        .index_codec = index_codec,
+                        .global_compression = global_compression,
+                        .eta = eta,
+                        .local_steps = local_steps,
+                        .scsp_final_rounds = scsp_final_rounds});
+  s.add("scsp-final-with-updates", scsp_final_with_updates,
+        "SCSP: make the last rounds uncompressed iterations with local updates instead");
+
+  s.section("model");
+  s.add("model", model,
+        "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | vgg11 | mlp")
+      .non_empty("a model name");
+  s.add("norm", norm, "batch | group | evonorm | none")
+      .one_of({"batch", "group", "evonorm", "none"});
+  s.add("groups", groups, "GroupNorm/EvoNorm groups (0: model default)").at_least(0);
+  s.add("group-size", group_size, "GroupNorm channels per group (0: model default)").at_least(0);
+  s.add("shortcut", shortcut, "ResNet shortcut: zeropad | conv1x1").one_of({"zeropad", "conv1x1"});
+
+  s.section("data");
+  s.add("dataset", dataset, "fashion-mnist | cifar10").one_of({"fashion-mnist", "cifar10"});
+  s.add("data-dir", data_dir, "data directory (empty: $SPUSH_DATA, else the system directory)")
+      .allow_empty();
+  s.add("partition", partition, "skew | dirichlet | exclusive")
+      .one_of({"skew", "dirichlet", "exclusive"});
+  s.add("skew", skew, "label skew s in [0, 1] (0: IID)").in_range(0.0, 1.0);
+  s.add("alpha", alpha, "Dirichlet concentration (partition dirichlet), > 0").above(0.0);
+  s.add("augment-pad", augment_pad, "random-crop padding in pixels (0: off)").at_least(0);
+  s.add("augment-flip", augment_flip, "random horizontal flips");
+  s.add("eval-samples", eval_samples, "test samples per evaluation (0: the whole test set)")
+      .at_least(0);
+
+  s.section("optimization");
+  s.add("epochs", epochs, "training epochs").at_least(1);
+  s.add("batch", batch, "mini-batch size per node").at_least(1);
+  s.add("lr", lr, "learning rate, > 0").above(0.0);
+  s.add("lr-schedule", lr_schedule, "step (x0.1 at 50% and 75% of training) | const")
+      .one_of({"step", "const"});
+  s.add("warmup-epochs", warmup_epochs, "epochs at lr/10 first, fewer than --epochs").at_least(0);
+  s.add("momentum", momentum, "momentum in [0, 1)").at_least(0.0).below(1.0);
+  s.add("nesterov", nesterov, "Nesterov momentum");
+  s.add("weight-decay", weight_decay, "L2 weight decay, >= 0").at_least(0.0);
+  s.add("qgm", qgm, "Quasi-Global Momentum");
+
+  s.section("run");
+  s.add("out", out, "output directory").non_empty("a directory");
+  s.add("resume", resume, "continue the run in --out from its checkpoint");
+  s.add("overwrite", overwrite, "replace an existing run in --out");
+  s.add("stop-after", stop_after, "stop after this many epochs of this invocation (0: never)")
+      .at_least(0);
+  s.add("quiet", quiet, "no live progress line");
+  declare_execution(s, {.seed = seed,
+                        .device = device,
+                        .transport = transport,
+                        .comm_timeout = comm_timeout,
+                        .threads = threads});
+}
+
 void TrainConfig::validate() const {
-  check(nodes >= 1, "nodes", str(nodes), "an integer >= 1");
-  schedule_period();
-  check(failure_prob >= 0 && failure_prob < 1, "failure-prob", str(failure_prob),
-        "a value in [0, 1)");
-  try {
-    algorithm_kind_from_string(algorithm);
-  } catch (const std::exception& e) {
-    throw ConfigError("invalid setting algorithm = '" + algorithm + "': " + e.what());
-  }
-  try {
-    kernels::compressor_kind_from_string(compressor);
-    kernels::index_codec_from_string(index_codec);
-  } catch (const std::exception& e) {
-    throw ConfigError(std::string("invalid compression setting: ") + e.what());
-  }
-  check(density > 0 && density <= 1, "density", str(density), "a value in (0, 1]");
-  check(bits >= 1 && bits <= 9, "bits", str(bits), "1, 2, 4 or 8 (qsgd) or 2..9 (fractional)");
-  check(eta < 0 || (eta > 0 && eta <= 1), "eta", str(eta),
-        "a value in (0, 1], or negative for the default");
-  check(local_steps >= 1, "local-steps", str(local_steps), "an integer >= 1");
-  check(scsp_final_rounds >= 0, "scsp-final-rounds", str(scsp_final_rounds), "an integer >= 0");
-  one_of("norm", norm, {"batch", "group", "evonorm", "none"});
-  check(groups >= 0, "groups", str(groups), "an integer >= 0");
-  check(group_size >= 0, "group-size", str(group_size), "an integer >= 0");
-  check(groups == 0 || group_size == 0, "groups", str(groups), "only one of groups and group-size");
-  one_of("shortcut", shortcut, {"zeropad", "conv1x1"});
-  one_of("dataset", dataset, {"fashion-mnist", "cifar10"});
-  one_of("partition", partition, {"skew", "dirichlet", "exclusive"});
-  check(skew >= 0 && skew <= 1, "skew", str(skew), "a value in [0, 1]");
-  check(alpha > 0 && std::isfinite(alpha), "alpha", str(alpha), "a finite value > 0");
-  check(augment_pad >= 0, "augment-pad", str(augment_pad), "an integer >= 0");
-  check(eval_samples >= 0, "eval-samples", str(eval_samples), "an integer >= 0");
-  check(epochs >= 1, "epochs", str(epochs), "an integer >= 1");
-  check(batch >= 1, "batch", str(batch), "an integer >= 1");
-  check(lr > 0 && std::isfinite(lr), "lr", str(lr), "a finite value > 0");
-  one_of("lr-schedule", lr_schedule, {"step", "const"});
-  check(warmup_epochs >= 0 && warmup_epochs < epochs, "warmup-epochs", str(warmup_epochs),
+  TrainConfig copy = *this;
+  Settings s("spush-train");
+  copy.declare(s);
+  s.validate();
+  // Checks across settings.
+  check(groups == 0 || group_size == 0, "groups", fmt::format("{}", groups),
+        "only one of groups and group-size");
+  check(warmup_epochs < epochs, "warmup-epochs", fmt::format("{}", warmup_epochs),
         "an integer in [0, epochs)");
-  check(momentum >= 0 && momentum < 1, "momentum", str(momentum), "a value in [0, 1)");
-  check(weight_decay >= 0, "weight-decay", str(weight_decay), "a value >= 0");
-  check(!out.empty(), "out", "''", "a directory");
-  one_of("device", device, {"auto", "cpu", "cuda"});
-  check(stop_after >= 0, "stop-after", str(stop_after), "an integer >= 0");
-  check(threads >= 0, "threads", str(threads), "an integer >= 0");
   check(!(resume && overwrite), "resume", "true", "not together with overwrite");
 }
 
 std::pair<std::string, int64_t> TrainConfig::schedule_period() const {
-  const auto colon = schedule.find(':');
-  const std::string unit = schedule.substr(0, colon);
-  int64_t n = 0;
-  bool ok = colon != std::string::npos && (unit == "epochs" || unit == "iterations");
-  if (ok) {
-    try {
-      size_t used = 0;
-      n = std::stoll(schedule.substr(colon + 1), &used);
-      ok = used == schedule.size() - colon - 1 && n >= 1;
-    } catch (const std::exception&) {
-      ok = false;
-    }
-  }
-  check(ok, "schedule", "'" + schedule + "'", "epochs:N or iterations:N with N >= 1");
-  return {unit, n};
+  return parse_schedule(schedule);
 }
 
 nlohmann::json TrainConfig::to_json() const {
-  nlohmann::json j = nlohmann::json::object();
   TrainConfig copy = *this;
-  copy.visit([&](const char* key, auto& field, const char*) { j[key] = field; });
-  return j;
+  Settings s("spush-train");
+  copy.declare(s);
+  return s.to_json();
 }
 
 nlohmann::json TrainConfig::trajectory_json() const {
   nlohmann::json j = to_json();
   for (const char* key : {"data-dir", "eval-samples", "out", "resume", "overwrite", "device",
-                          "stop-after", "threads", "quiet"})
+                          "transport", "comm-timeout", "stop-after", "threads", "quiet"})
     j.erase(key);
   return j;
 }

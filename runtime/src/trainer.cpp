@@ -1,19 +1,25 @@
-// The training driver: data, model, graph, gossip algorithm and optimizer wired together, with
-// per-epoch evaluation, metrics, and atomic checkpoints that resume bit-identically on the CPU.
+// The training driver of one rank (trainer.h): the local nodes' data, model, optimizer and the
+// one gossip engine over the communicator; per-epoch evaluation and metrics reduced over the
+// ranks in node order (so every number is the same for any split of the nodes); rank 0's
+// outputs; sharded checkpoints committed by a manifest, resumed bit-identically.
 #include "spush/runtime/trainer.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <omp.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "spush/kernels/backend.h"
 #include "spush/nets/data.h"
 #include "spush/nets/loader.h"
 #include "spush/nets/model.h"
@@ -21,8 +27,8 @@
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/checkpoint.h"
+#include "spush/runtime/json_out.h"
 #include "spush/runtime/topology.h"
-#include "spush/runtime/transport.h"
 #include "spush/runtime/version.h"
 
 namespace spush::runtime {
@@ -31,31 +37,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr const char* kCheckpointFile = "checkpoint.ckpt";
+constexpr const char* kManifestFile = "checkpoint.json";
 constexpr const char* kMetricsFile = "metrics.jsonl";
 constexpr const char* kConfigFile = "config.json";
 constexpr const char* kSummaryFile = "summary.json";
+constexpr const char* kManifestFormat = "spush-train-checkpoint";
+constexpr const char* kShardFormat = "spush-train-shard";
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Writes text to path atomically (temporary file, fsync, rename).
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const std::string tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("write failed: " + tmp);
-  }
-  const int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  fs::rename(tmp, path);
 }
 
 std::string fmt_duration(double s) {
@@ -65,20 +55,33 @@ std::string fmt_duration(double s) {
                    : fmt::format("{}m{:02}s", t / 60, t % 60);
 }
 
+std::string shard_name(int epochs_done, int rank) {
+  return fmt::format("checkpoint-e{}-r{}.ckpt", epochs_done, rank);
+}
+
+// A stream that drops everything (the log of ranks other than 0).
+struct NullStream : std::ostream {
+  NullStream() : std::ostream(nullptr) {}
+};
+
 }  // namespace
 
 struct Trainer::Impl {
   TrainConfig cfg;
+  Communicator& comm;
+  NullStream null_out;
   std::ostream& log;
   std::ostream& progress;
+  bool root;
+  int first = 0, local = 0;
   fs::path out;
 
   nets::Dataset train, test;
-  std::vector<std::vector<int64_t>> parts;
+  std::vector<std::vector<int64_t>> parts;  // every node's partition
   std::unique_ptr<nets::MultiNodeLoader> loader;
   std::unique_ptr<nets::Model> model, avg_model;
   std::unique_ptr<Schedule> schedule;
-  std::unique_ptr<Transport> transport;
+  std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<Algorithm> algo;
   std::unique_ptr<nets::Optimizer> opt;
   nets::NodeMatrix grads, zbar;
@@ -89,10 +92,15 @@ struct Trainer::Impl {
   int epochs_done = 0;
   int64_t iteration = 0;
   double elapsed_before = 0;  // training seconds of earlier invocations (resume)
-  std::unique_ptr<Checkpoint> resume_from;
+  bool resumed = false;
   std::vector<std::string> kept_metrics;  // metrics lines of the epochs before a resume
 
-  Impl(TrainConfig c, std::ostream& l, std::ostream& p) : cfg(std::move(c)), log(l), progress(p) {}
+  Impl(TrainConfig c, Communicator& cm, std::ostream& l, std::ostream& p)
+      : cfg(std::move(c)),
+        comm(cm),
+        log(cm.rank() == 0 ? l : null_out),
+        progress(cm.rank() == 0 ? p : null_out),
+        root(cm.rank() == 0) {}
 
   nets::ModelSpec model_spec() const {
     nets::ModelSpec s;
@@ -108,19 +116,59 @@ struct Trainer::Impl {
     return s;
   }
 
+  // Runs fn on every rank; then every rank learns whether one failed and throws if so (the
+  // original exception with one rank, the failing rank's message with several).
+  template <typename Fn>
+  void collectively(Fn&& fn) {
+    std::string error;
+    std::exception_ptr ep;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      error = e.what();
+      ep = std::current_exception();
+    }
+    const std::string agreed = comm.agree(error);
+    if (agreed.empty()) return;
+    if (ep && comm.ranks() == 1) std::rethrow_exception(ep);
+    throw std::runtime_error(agreed);
+  }
+
   void build() {
+    collectively([&] { build_local(); });
+    if (cfg.resume) {
+      std::string manifest_text;
+      collectively([&] {
+        if (root) manifest_text = read_manifest_text();
+      });
+      uint64_t len = manifest_text.size();
+      comm.broadcast(&len, sizeof(len), 0);
+      manifest_text.resize(len);
+      comm.broadcast(manifest_text.data(), len, 0);
+      collectively([&] { load_checkpoint(manifest_text); });
+    }
+  }
+
+  void build_local() {
     cfg.validate();
+    if (cfg.nodes != comm.world_nodes())
+      throw ConfigError(fmt::format("invalid setting nodes = {}: the {} communicator has {}",
+                                    cfg.nodes, comm.name(), comm.world_nodes()));
     if (cfg.device == "cuda")
       throw ConfigError(
           "invalid setting device = 'cuda': training runs on the CPU in this version "
-          "(GPU kernels cover compression and gossip only); use --device cpu or auto");
-    if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+          "(the GPU runs gossip only: spush-gossip --device cuda); use --device cpu or auto");
+    apply_threads(cfg.threads);
+    first = comm.first_local();
+    local = comm.local_nodes();
     out = cfg.out;
-    check_output_dir();
+    if (root) check_output_dir();
 
     const std::string dir = cfg.data_dir.empty() ? nets::default_data_dir() : cfg.data_dir;
     train = nets::load_dataset(cfg.dataset, dir, true);
     test = nets::load_dataset(cfg.dataset, dir, false);
+    if (test.count < 1)
+      throw nets::DataError(fmt::format("the {} test set in {} holds no images", cfg.dataset, dir));
 
     if (cfg.partition == "skew")
       parts = nets::partition_skew(train.labels, train.num_classes, cfg.nodes, cfg.skew, cfg.seed);
@@ -129,23 +177,30 @@ struct Trainer::Impl {
                                         cfg.seed);
     else
       parts = nets::partition_exclusive(train.labels, train.num_classes, cfg.nodes);
-    for (int i = 0; i < cfg.nodes; ++i)
-      if (static_cast<int64_t>(parts[i].size()) < cfg.batch)
+    iters_per_epoch = -1;
+    for (int i = 0; i < cfg.nodes; ++i) {
+      const auto size = static_cast<int64_t>(parts[i].size());
+      if (size < cfg.batch)
         throw ConfigError(fmt::format(
             "invalid setting batch = {}: node {} holds only {} training samples ({} nodes, "
             "partition {}); expected batch <= the samples of every node",
-            cfg.batch, i, parts[i].size(), cfg.nodes, cfg.partition));
+            cfg.batch, i, size, cfg.nodes, cfg.partition));
+      const int64_t batches = size / cfg.batch;
+      iters_per_epoch = iters_per_epoch < 0 ? batches : std::min(iters_per_epoch, batches);
+    }
     nets::LoaderOptions lo;
     lo.batch = cfg.batch;
     lo.seed = cfg.seed;
     lo.augment.pad = cfg.augment_pad;
     lo.augment.flip = cfg.augment_flip;
-    loader = std::make_unique<nets::MultiNodeLoader>(train, parts, lo);
-    iters_per_epoch = loader->min_batches_per_epoch();
+    std::vector<std::vector<int64_t>> mine(parts.begin() + first, parts.begin() + first + local);
+    loader = std::make_unique<nets::MultiNodeLoader>(train, mine, lo, first);
 
     model = nets::make_model(model_spec());
-    avg_model = nets::make_model(model_spec());
-    avg_model->set_nodes(1);
+    if (root) {
+      avg_model = nets::make_model(model_spec());
+      avg_model->set_nodes(1);
+    }
     const int64_t d = model->num_params();
 
     TopologySpec ts;
@@ -157,7 +212,7 @@ struct Trainer::Impl {
     ts.failure_prob = cfg.failure_prob;
     ts.seed = cfg.seed;
     schedule = std::make_unique<Schedule>(make_schedule(ts));
-    transport = make_local_transport(cfg.nodes);
+    backend = kernels::make_cpu_backend();
 
     AlgorithmSpec as;
     as.kind = algorithm_kind_from_string(cfg.algorithm);
@@ -171,9 +226,9 @@ struct Trainer::Impl {
     as.local_steps = cfg.local_steps;
     as.scsp_final_rounds = cfg.scsp_final_rounds;
     as.scsp_final_with_updates = cfg.scsp_final_with_updates;
-    algo = make_algorithm(as, model->layout(), *schedule, *transport);
+    algo = make_algorithm(as, model->layout(), *schedule, *backend, comm);
 
-    nets::NodeMatrix x0(cfg.nodes, d);
+    nets::NodeMatrix x0(local, d);
     model->init(x0, cfg.seed);
     algo->init(x0);
     nets::OptimizerSpec os;
@@ -181,22 +236,20 @@ struct Trainer::Impl {
     os.nesterov = cfg.nesterov;
     os.weight_decay = cfg.weight_decay;
     os.qgm = cfg.qgm;
-    opt = std::make_unique<nets::Optimizer>(os, cfg.nodes, d);
-    grads = nets::NodeMatrix(cfg.nodes, d);
+    opt = std::make_unique<nets::Optimizer>(os, local, d);
+    grads = nets::NodeMatrix(local, d);
     zbar = nets::NodeMatrix(1, d);
-
-    if (cfg.resume) load_checkpoint();
   }
 
   void check_output_dir() {
-    const bool has_run = fs::exists(out / kCheckpointFile) || fs::exists(out / kMetricsFile) ||
+    const bool has_run = fs::exists(out / kManifestFile) || fs::exists(out / kMetricsFile) ||
                          fs::exists(out / kConfigFile);
     if (cfg.resume) {
-      if (!fs::exists(out / kCheckpointFile))
+      if (!fs::exists(out / kManifestFile))
         throw CheckpointError(
             fmt::format("--resume: no checkpoint at {}; expected a run started "
                         "with --out {}",
-                        (out / kCheckpointFile).string(), cfg.out));
+                        (out / kManifestFile).string(), cfg.out));
       return;
     }
     if (has_run && !cfg.overwrite)
@@ -209,21 +262,28 @@ struct Trainer::Impl {
   }
 
   // ---- checkpoints ----------------------------------------------------------------------
-  Checkpoint make_checkpoint() {
+  // One shard per rank holds its nodes' state; the manifest (rank 0) names the shards of the
+  // last epoch whose shards were all written, so a resume never mixes epochs.
+
+  Checkpoint make_shard() {
     Checkpoint ck;
-    ck.meta["format"] = "spush-train";
+    ck.meta["format"] = kShardFormat;
     ck.meta["version"] = version();
     ck.meta["config"] = cfg.trajectory_json();
     ck.meta["epochs_done"] = epochs_done;
     ck.meta["iteration"] = iteration;
-    ck.meta["elapsed_seconds"] = elapsed_before;
-    ck.meta["nodes"] = cfg.nodes;
+    ck.meta["rank"] = comm.rank();
+    ck.meta["ranks"] = comm.ranks();
+    ck.meta["first_node"] = first;
+    ck.meta["local_nodes"] = local;
     ck.meta["params"] = model->num_params();
-    for (const auto& t : algo->state()) ck.put_floats("algo/" + t.name, t.data, t.count);
+    algo->save_state([&](const std::string& name, const float* data, int64_t count) {
+      ck.put_floats("algo/" + name, data, count);
+    });
     const CommStats& cs = algo->stats();
-    const double comm[5] = {static_cast<double>(cs.rounds), static_cast<double>(cs.bytes_actual),
-                            cs.bytes_paper, cs.bytes_dense, static_cast<double>(cs.messages)};
-    ck.put_bytes("comm", comm, sizeof(comm));
+    const double stats[5] = {static_cast<double>(cs.rounds), static_cast<double>(cs.bytes_actual),
+                             cs.bytes_paper, cs.bytes_dense, static_cast<double>(cs.messages)};
+    ck.put_bytes("comm", stats, sizeof(stats));
     ck.put_floats("opt/momentum", opt->momentum().data(),
                   opt->momentum().rows() * opt->momentum().ld());
     ck.put_floats("opt/previous", opt->previous().data(),
@@ -239,57 +299,179 @@ struct Trainer::Impl {
     return ck;
   }
 
-  void load_checkpoint() {
-    const std::string path = (out / kCheckpointFile).string();
-    auto ck = std::make_unique<Checkpoint>(read_checkpoint(path));
-    if (ck->meta.value("format", "") != "spush-train")
-      throw CheckpointError("checkpoint " + path + ": not written by spush-train");
-    const nlohmann::json want = cfg.trajectory_json();
-    const nlohmann::json& have = ck->meta.at("config");
-    for (auto it = want.begin(); it != want.end(); ++it) {
-      if (it.key() == "epochs") continue;  // a run may be extended
-      if (!have.contains(it.key()) || have.at(it.key()) != it.value())
-        throw CheckpointError(fmt::format(
-            "checkpoint {}: written with {} = {}, but this run has {} = {}; resume with the "
-            "settings of the original run (see {})",
-            path, it.key(), have.contains(it.key()) ? have.at(it.key()).dump() : "(unset)",
-            it.key(), it.value().dump(), (out / kConfigFile).string()));
+  void save_checkpoint(double elapsed) {
+    // 1. Every rank writes its shard (atomically).
+    struct Written {
+      int64_t ok = 0;
+      uint64_t bytes = 0;
+      uint32_t crc = 0;
+      uint32_t pad = 0;
+    } mine;
+    std::string error;
+    const std::string name = shard_name(epochs_done, comm.rank());
+    try {
+      const WrittenCheckpoint w = write_checkpoint((out / name).string(), make_shard());
+      mine = {1, w.bytes, w.crc32, 0};
+    } catch (const std::exception& e) {
+      error = e.what();
     }
-    if (have.at("epochs") != want.at("epochs") && cfg.lr_schedule == "step")
-      throw CheckpointError(fmt::format(
-          "checkpoint {}: written for {} epochs, this run asks for {}; the step learning-rate "
-          "schedule depends on the epoch count",
-          path, have.at("epochs").dump(), cfg.epochs));
-    epochs_done = ck->meta.at("epochs_done").get<int>();
+    std::vector<Written> all(static_cast<size_t>(comm.ranks()));
+    comm.allgather_ranks(&mine, sizeof(mine), all.data());
+    const std::string failed = comm.agree(error);
+    if (!failed.empty())
+      throw CheckpointError(fmt::format("epoch {}: a checkpoint shard could not be written ({}); "
+                                        "the last committed checkpoint stays valid",
+                                        epochs_done, failed));
+    // 2. Rank 0 commits the manifest once every shard is on disk.
+    std::string commit_error;
+    if (root) {
+      try {
+        nlohmann::json m;
+        m["format"] = kManifestFormat;
+        m["version"] = version();
+        m["epochs_done"] = epochs_done;
+        m["iteration"] = iteration;
+        m["elapsed_seconds"] = elapsed;
+        m["ranks"] = comm.ranks();
+        m["nodes"] = cfg.nodes;
+        m["shards"] = nlohmann::json::array();
+        for (int r = 0; r < comm.ranks(); ++r)
+          m["shards"].push_back({{"rank", r},
+                                 {"file", shard_name(epochs_done, r)},
+                                 {"bytes", all[r].bytes},
+                                 {"crc32", all[r].crc}});
+        write_text_atomic(out / kManifestFile, m.dump(2) + "\n");
+      } catch (const std::exception& e) {
+        commit_error = e.what();
+      }
+    }
+    const std::string committed = comm.agree(commit_error);
+    if (!committed.empty())
+      throw CheckpointError(fmt::format("epoch {}: the checkpoint manifest could not be written "
+                                        "({}); the last committed checkpoint stays valid",
+                                        epochs_done, committed));
+    // 3. Shards of earlier epochs are no longer referenced.
+    remove_shards(comm.rank(), epochs_done);
+  }
+
+  // Removes the shard files of `rank` (any rank when rank < 0) except the one of epoch `keep`.
+  void remove_shards(int rank, int keep) {
+    std::error_code ec;
+    if (!fs::is_directory(out, ec)) return;
+    for (const auto& entry : fs::directory_iterator(out, ec)) {
+      const std::string f = entry.path().filename().string();
+      int e = 0, r = 0;
+      char tail = 0;
+      if (std::sscanf(f.c_str(), "checkpoint-e%d-r%d.ckp%c", &e, &r, &tail) != 3 || tail != 't' ||
+          f != shard_name(e, r))
+        continue;
+      if ((rank < 0 || r == rank) && !(r == rank && e == keep)) fs::remove(entry.path(), ec);
+    }
+  }
+
+  std::string read_manifest_text() {
+    const fs::path path = out / kManifestFile;
+    std::ifstream in(path);
+    if (!in) throw CheckpointError(fmt::format("checkpoint {}: cannot open for reading", path.string()));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  void load_checkpoint(const std::string& text) {
+    const std::string mpath = (out / kManifestFile).string();
+    auto bad = [&](const std::string& what) {
+      return CheckpointError(fmt::format("checkpoint {}: {}", mpath, what));
+    };
+    nlohmann::json m;
+    try {
+      m = nlohmann::json::parse(text);
+    } catch (const std::exception& e) {
+      throw bad(fmt::format("not valid JSON: {}", e.what()));
+    }
+    if (!m.is_object() || m.value("format", "") != kManifestFormat)
+      throw bad("not a spush-train checkpoint manifest");
+    int ranks = 0, nodes = 0;
+    try {
+      epochs_done = m.at("epochs_done").get<int>();
+      iteration = m.at("iteration").get<int64_t>();
+      elapsed_before = m.at("elapsed_seconds").get<double>();
+      ranks = m.at("ranks").get<int>();
+      nodes = m.at("nodes").get<int>();
+    } catch (const std::exception& e) {
+      throw bad(fmt::format("missing or mistyped field: {}", e.what()));
+    }
+    if (nodes != cfg.nodes)
+      throw bad(fmt::format("written for {} nodes, this run has {}", nodes, cfg.nodes));
+    if (ranks != comm.ranks())
+      throw bad(fmt::format(
+          "written by {} rank(s), this run has {}; resume with the same number of processes ({})",
+          ranks, comm.ranks(),
+          ranks == 1 ? "one process, without mpirun" : fmt::format("mpirun -np {}", ranks)));
+    if (epochs_done < 1 || iteration < 0 || iteration != epochs_done * iters_per_epoch ||
+        !std::isfinite(elapsed_before) || elapsed_before < 0)
+      throw bad(fmt::format("inconsistent progress: epochs_done {}, iteration {} ({} iterations "
+                            "per epoch), elapsed {} s",
+                            epochs_done, iteration, iters_per_epoch, elapsed_before));
     if (epochs_done >= cfg.epochs)
-      throw CheckpointError(
-          fmt::format("checkpoint {}: the run already finished its {} epochs", path, epochs_done));
-    iteration = ck->meta.at("iteration").get<int64_t>();
-    elapsed_before = ck->meta.value("elapsed_seconds", 0.0);
-    for (const auto& t : algo->state()) ck->get_floats("algo/" + t.name, t.data, t.count);
-    double comm[5];
-    ck->get_bytes("comm", comm, sizeof(comm));
+      throw bad(fmt::format("the run already finished its {} epochs", epochs_done));
+    const nlohmann::json& shards = m.at("shards");
+    if (!shards.is_array() || static_cast<int>(shards.size()) != ranks)
+      throw bad("the shard list does not have one entry per rank");
+    const nlohmann::json& mine = shards.at(comm.rank());
+    std::string file;
+    uint64_t bytes = 0;
+    uint32_t crc = 0;
+    try {
+      file = mine.at("file").get<std::string>();
+      bytes = mine.at("bytes").get<uint64_t>();
+      crc = mine.at("crc32").get<uint32_t>();
+    } catch (const std::exception& e) {
+      throw bad(fmt::format("shard entry of rank {}: {}", comm.rank(), e.what()));
+    }
+    if (file != shard_name(epochs_done, comm.rank()))
+      throw bad(fmt::format("rank {}'s shard is '{}', expected '{}'", comm.rank(), file,
+                            shard_name(epochs_done, comm.rank())));
+
+    const std::string path = (out / file).string();
+    const Checkpoint ck = read_checkpoint(path);
+    if (ck.file_bytes != bytes || ck.crc32 != crc)
+      throw CheckpointError(fmt::format(
+          "checkpoint {}: {} bytes with checksum {:08x}, but the manifest {} recorded {} bytes "
+          "with checksum {:08x} (a shard of another epoch or run?)",
+          path, ck.file_bytes, ck.crc32, mpath, bytes, crc));
+    check_shard_meta(ck, path);
+    algo->load_state([&](const std::string& name, float* data, int64_t count) {
+      ck.get_floats("algo/" + name, data, count);
+    });
+    double stats[5];
+    ck.get_bytes("comm", stats, sizeof(stats));
+    for (double v : stats)
+      if (!std::isfinite(v) || v < 0 || v > 9.0e15)
+        throw CheckpointError(fmt::format("checkpoint {}: communication counts are corrupt", path));
     CommStats& cs = algo->stats_mutable();
-    cs.rounds = static_cast<uint64_t>(comm[0]);
-    cs.bytes_actual = static_cast<uint64_t>(comm[1]);
-    cs.bytes_paper = comm[2];
-    cs.bytes_dense = comm[3];
-    cs.messages = static_cast<uint64_t>(comm[4]);
-    ck->get_floats("opt/momentum", opt->momentum().data(),
-                   opt->momentum().rows() * opt->momentum().ld());
-    ck->get_floats("opt/previous", opt->previous().data(),
-                   opt->previous().rows() * opt->previous().ld());
+    cs.rounds = static_cast<uint64_t>(stats[0]);
+    cs.bytes_actual = static_cast<uint64_t>(stats[1]);
+    cs.bytes_paper = stats[2];
+    cs.bytes_dense = stats[3];
+    cs.messages = static_cast<uint64_t>(stats[4]);
+    ck.get_floats("opt/momentum", opt->momentum().data(),
+                  opt->momentum().rows() * opt->momentum().ld());
+    ck.get_floats("opt/previous", opt->previous().data(),
+                  opt->previous().rows() * opt->previous().ld());
     for (const auto& b : model->buffers())
-      ck->get_floats("model/" + b.name, b.data->data(), static_cast<int64_t>(b.data->size()));
-    std::vector<int64_t> ls(2 * static_cast<size_t>(cfg.nodes));
-    ck->get_bytes("loader", ls.data(), ls.size() * sizeof(int64_t));
-    std::vector<nets::LoaderState> st(cfg.nodes);
-    for (int i = 0; i < cfg.nodes; ++i) st[i] = {ls[2 * i], ls[2 * i + 1]};
+      ck.get_floats("model/" + b.name, b.data->data(), static_cast<int64_t>(b.data->size()));
+    std::vector<int64_t> ls(2 * static_cast<size_t>(local));
+    ck.get_bytes("loader", ls.data(), ls.size() * sizeof(int64_t));
+    std::vector<nets::LoaderState> st(static_cast<size_t>(local));
+    for (int i = 0; i < local; ++i) st[i] = {ls[2 * i], ls[2 * i + 1]};
     try {
       loader->set_state(st);
     } catch (const std::exception& e) {
       throw CheckpointError("checkpoint " + path + ": data loader state does not fit: " + e.what());
     }
+    resumed = true;
+    if (!root) return;
     // Keep the metrics of the epochs the checkpoint covers.
     std::ifstream in(out / kMetricsFile);
     for (std::string line; std::getline(in, line);) {
@@ -301,10 +483,53 @@ struct Trainer::Impl {
         // A damaged trailing line (crash while writing) is dropped.
       }
     }
-    resume_from = std::move(ck);
   }
 
-  void save_checkpoint() { write_checkpoint((out / kCheckpointFile).string(), make_checkpoint()); }
+  void check_shard_meta(const Checkpoint& ck, const std::string& path) {
+    auto bad = [&](const std::string& what) {
+      return CheckpointError(fmt::format("checkpoint {}: {}", path, what));
+    };
+    const nlohmann::json& meta = ck.meta;
+    if (!meta.is_object() || meta.value("format", "") != kShardFormat)
+      throw bad("not a spush-train checkpoint shard");
+    try {
+      if (meta.at("epochs_done").get<int>() != epochs_done ||
+          meta.at("iteration").get<int64_t>() != iteration)
+        throw bad(fmt::format("holds epoch {}, the manifest epoch {}",
+                              meta.at("epochs_done").dump(), epochs_done));
+      if (meta.at("rank").get<int>() != comm.rank() ||
+          meta.at("ranks").get<int>() != comm.ranks() ||
+          meta.at("first_node").get<int>() != first ||
+          meta.at("local_nodes").get<int>() != local)
+        throw bad(fmt::format("belongs to rank {} of {} (nodes from {}, {} of them), expected "
+                              "rank {} of {} (nodes from {}, {})",
+                              meta.at("rank").dump(), meta.at("ranks").dump(),
+                              meta.at("first_node").dump(), meta.at("local_nodes").dump(),
+                              comm.rank(), comm.ranks(), first, local));
+      if (meta.at("params").get<int64_t>() != model->num_params())
+        throw bad(fmt::format("holds {} parameters per node, the model has {}",
+                              meta.at("params").dump(), model->num_params()));
+    } catch (const nlohmann::json::exception& e) {
+      throw bad(fmt::format("missing or mistyped field: {}", e.what()));
+    }
+    const nlohmann::json want = cfg.trajectory_json();
+    const nlohmann::json& have = meta.at("config");
+    for (auto it = want.begin(); it != want.end(); ++it) {
+      if (it.key() == "epochs") continue;  // a run may be extended
+      if (!have.contains(it.key()) || have.at(it.key()) != it.value())
+        throw bad(fmt::format(
+            "written with {} = {}, but this run has {} = {}; resume with the settings of the "
+            "original run (see {})",
+            it.key(), have.contains(it.key()) ? have.at(it.key()).dump() : "(unset)", it.key(),
+            it.value().dump(), (out / kConfigFile).string()));
+    }
+    if (!have.contains("epochs") || (have.at("epochs") != want.at("epochs") &&
+                                     cfg.lr_schedule == "step"))
+      throw bad(fmt::format(
+          "written for {} epochs, this run asks for {}; the step learning-rate schedule depends "
+          "on the epoch count",
+          have.contains("epochs") ? have.at("epochs").dump() : "(unset)", cfg.epochs));
+  }
 
   // ---- learning rate ----------------------------------------------------------------------
   float lr_at(int epoch) const {
@@ -318,87 +543,137 @@ struct Trainer::Impl {
   }
 
   // ---- evaluation -------------------------------------------------------------------------
-  // Per-node test accuracy of z_i, and of the averaged model (mean of z, mean of buffers).
+  // Per-node test accuracy of z_i, and of the averaged model (mean of z and of the buffers);
+  // every sum over nodes in node order (Communicator::allreduce_sum), so the numbers do not
+  // depend on the split of the nodes over ranks.
   nlohmann::json evaluate() {
     const nets::NodeMatrix& z = algo->z();
     const int n = cfg.nodes;
     const int64_t d = model->num_params();
-    // Averaged model.
-    std::fill(zbar.data(), zbar.data() + zbar.ld(), 0.0f);
-    for (int i = 0; i < n; ++i)
-      for (int64_t k = 0; k < d; ++k) zbar.row(0)[k] += z.row(i)[k];
-    for (int64_t k = 0; k < d; ++k) zbar.row(0)[k] /= static_cast<float>(n);
+    // Averaged model: z and the per-node buffers, summed over all nodes.
     auto node_bufs = model->buffers();
-    auto avg_bufs = avg_model->buffers();
-    for (size_t b = 0; b < node_bufs.size(); ++b) {
-      const int64_t per = node_bufs[b].per_node;
-      for (int64_t k = 0; k < per; ++k) {
-        double s = 0;
-        for (int i = 0; i < n; ++i) s += (*node_bufs[b].data)[i * per + k];
-        (*avg_bufs[b].data)[k] = static_cast<float>(s / n);
+    int64_t width = d;
+    for (const auto& b : node_bufs) width += b.per_node;
+    std::vector<double> sums(static_cast<size_t>(local) * static_cast<size_t>(width));
+    for (int r = 0; r < local; ++r) {
+      double* row = sums.data() + static_cast<size_t>(r) * static_cast<size_t>(width);
+      for (int64_t k = 0; k < d; ++k) row[k] = z.row(r)[k];
+      int64_t at = d;
+      for (const auto& b : node_bufs) {
+        for (int64_t k = 0; k < b.per_node; ++k) row[at + k] = (*b.data)[r * b.per_node + k];
+        at += b.per_node;
       }
     }
+    comm.allreduce_sum(sums.data(), width);
+    for (int64_t k = 0; k < d; ++k) zbar.row(0)[k] = static_cast<float>(sums[k] / n);
     // Divergence and consensus distance of the z_i.
-    double div = 0, cons = 0;
-    for (int i = 0; i < n; ++i) {
+    std::vector<double> dist(static_cast<size_t>(local));
+    for (int r = 0; r < local; ++r) {
       double s = 0;
       for (int64_t k = 0; k < d; ++k) {
-        const double diff = z.row(i)[k] - zbar.row(0)[k];
+        const double diff = z.row(r)[k] - zbar.row(0)[k];
         s += diff * diff;
       }
-      div += std::sqrt(s);
-      cons += s;
+      dist[r] = s;
     }
     // Test set in chunks; every node sees the same images.
     const int64_t count =
         cfg.eval_samples > 0 ? std::min(cfg.eval_samples, test.count) : test.count;
     const int64_t chunk = 250;
     const int64_t ss = test.sample_size();
-    std::vector<int64_t> correct(n, 0);
-    std::vector<double> loss(n, 0);
-    int64_t avg_correct = 0;
-    double avg_loss = 0;
+    // Per local node: correct, loss sum, squared distance, sqrt of it, u.
+    constexpr int kFields = 5;
+    std::vector<double> per(static_cast<size_t>(local) * kFields, 0.0);
     for (int64_t start = 0; start < count; start += chunk) {
       const int64_t m = std::min(chunk, count - start);
-      eval_input.resize(n, m, test.c, test.h, test.w);
-      eval_labels.resize(static_cast<size_t>(n * m));
-      for (int i = 0; i < n; ++i) {
-        std::copy(test.image(start), test.image(start) + m * ss, eval_input.node(i));
+      eval_input.resize(local, m, test.c, test.h, test.w);
+      eval_labels.resize(static_cast<size_t>(local * m));
+      for (int r = 0; r < local; ++r) {
+        std::copy(test.image(start), test.image(start) + m * ss, eval_input.node(r));
         std::copy(test.labels.begin() + start, test.labels.begin() + start + m,
-                  eval_labels.begin() + i * m);
+                  eval_labels.begin() + r * m);
       }
       const nets::LossStats st = model->evaluate(eval_input, eval_labels.data(), z);
-      for (int i = 0; i < n; ++i) {
-        correct[i] += st.correct[i];
-        loss[i] += st.loss[i] * static_cast<double>(m);
+      for (int r = 0; r < local; ++r) {
+        per[r * kFields + 0] += static_cast<double>(st.correct[r]);
+        per[r * kFields + 1] += st.loss[r] * static_cast<double>(m);
       }
-      nets::Tensor one(1, m, test.c, test.h, test.w);
-      std::copy(eval_input.node(0), eval_input.node(0) + m * ss, one.node(0));
-      const nets::LossStats sa = avg_model->evaluate(one, eval_labels.data(), zbar);
-      avg_correct += sa.correct[0];
-      avg_loss += sa.loss[0] * static_cast<double>(m);
+      comm.poll();
     }
+    for (int r = 0; r < local; ++r) {
+      per[r * kFields + 2] = dist[r];
+      per[r * kFields + 3] = std::sqrt(dist[r]);
+      per[r * kFields + 4] = algo->u()[r];
+    }
+    std::vector<double> all(static_cast<size_t>(n) * kFields);
+    comm.allgather_nodes(per.data(), sizeof(double) * kFields, all.data());
+
     nlohmann::json j;
     std::vector<double> acc(n);
-    double mean = 0, mean_loss = 0;
+    double mean = 0, mean_loss = 0, div = 0, cons = 0;
+    double u_min = all[4], u_max = all[4];
     for (int i = 0; i < n; ++i) {
-      acc[i] = static_cast<double>(correct[i]) / static_cast<double>(count);
+      const double* f = all.data() + static_cast<size_t>(i) * kFields;
+      acc[i] = f[0] / static_cast<double>(count);
       mean += acc[i] / n;
-      mean_loss += loss[i] / static_cast<double>(count) / n;
+      mean_loss += f[1] / static_cast<double>(count) / n;
+      cons += f[2];
+      div += f[3];
+      u_min = std::min(u_min, f[4]);
+      u_max = std::max(u_max, f[4]);
     }
     j["test_acc_mean"] = mean;
     j["test_acc_min"] = *std::min_element(acc.begin(), acc.end());
     j["test_acc_max"] = *std::max_element(acc.begin(), acc.end());
     j["test_acc_nodes"] = acc;
     j["test_loss_mean"] = mean_loss;
-    j["test_acc_avg_model"] = static_cast<double>(avg_correct) / static_cast<double>(count);
-    j["test_loss_avg_model"] = avg_loss / static_cast<double>(count);
     j["test_samples"] = count;
     j["divergence"] = div / n;
     j["consensus_distance"] = cons / n;
-    const auto& u = algo->u();
-    j["u_min"] = *std::min_element(u.begin(), u.begin() + n);
-    j["u_max"] = *std::max_element(u.begin(), u.begin() + n);
+    j["u_min"] = u_min;
+    j["u_max"] = u_max;
+    if (root) {
+      // The averaged model is evaluated once, by rank 0.
+      auto avg_bufs = avg_model->buffers();
+      int64_t at = d;
+      for (size_t b = 0; b < avg_bufs.size(); ++b) {
+        for (int64_t k = 0; k < avg_bufs[b].per_node; ++k)
+          (*avg_bufs[b].data)[k] = static_cast<float>(sums[at + k] / n);
+        at += avg_bufs[b].per_node;
+      }
+      int64_t avg_correct = 0;
+      double avg_loss = 0;
+      for (int64_t start = 0; start < count; start += chunk) {
+        const int64_t m = std::min(chunk, count - start);
+        nets::Tensor one(1, m, test.c, test.h, test.w);
+        std::copy(test.image(start), test.image(start) + m * ss, one.node(0));
+        const nets::LossStats sa =
+            avg_model->evaluate(one, test.labels.data() + start, zbar);
+        avg_correct += sa.correct[0];
+        avg_loss += sa.loss[0] * static_cast<double>(m);
+        comm.poll();
+      }
+      j["test_acc_avg_model"] = static_cast<double>(avg_correct) / static_cast<double>(count);
+      j["test_loss_avg_model"] = avg_loss / static_cast<double>(count);
+    }
+    return j;
+  }
+
+  // Per-node CRC32 of x and u: a fingerprint of the final state for comparing runs.
+  nlohmann::json node_digests() {
+    const nets::NodeMatrix& x = algo->x();
+    std::vector<uint32_t> mine(static_cast<size_t>(local));
+    for (int r = 0; r < local; ++r) {
+      uLong c = crc32(0L, Z_NULL, 0);
+      c = crc32(c, reinterpret_cast<const Bytef*>(x.row(r)),
+                static_cast<uInt>(sizeof(float) * x.cols()));
+      c = crc32(c, reinterpret_cast<const Bytef*>(&algo->u()[r]), sizeof(float));
+      mine[r] = static_cast<uint32_t>(c);
+    }
+    std::vector<uint32_t> all(static_cast<size_t>(cfg.nodes));
+    comm.allgather_nodes(mine.data(), sizeof(uint32_t), all.data());
+    nlohmann::json j = nlohmann::json::array();
+    for (uint32_t c : all) j.push_back(fmt::format("{:08x}", c));
     return j;
   }
 
@@ -406,10 +681,10 @@ struct Trainer::Impl {
     log << fmt::format(
         "spush-train {}: {} nodes, topology {}, {} (compressor {}, density {}, "
         "eta {}), model {} ({} params, norm {}), {} skew {}, device cpu, "
-        "{} OpenMP threads\n",
+        "{} rank(s) ({} transport), {} OpenMP threads per rank\n",
         version(), cfg.nodes, schedule->describe(), cfg.algorithm, cfg.compressor, cfg.density,
         algo->spec().eta, cfg.model, model->num_params(), cfg.norm, cfg.dataset, cfg.skew,
-        omp_get_max_threads());
+        comm.ranks(), comm.name(), omp_get_max_threads());
     log << fmt::format("{} iterations per epoch, batch {} per node; output in {}\n",
                        iters_per_epoch, cfg.batch, out.string());
     log << fmt::format("{:>5} {:>9} {:>8} {:>20} {:>8} {:>10} {:>11} {:>8} {:>8} {:>7}\n", "epoch",
@@ -418,56 +693,71 @@ struct Trainer::Impl {
     log.flush();
   }
 
+  // Communication counts of all ranks (exact: they are integers below 2^53).
+  CommStats global_stats() {
+    const CommStats& s = algo->stats();
+    CommStats g;
+    g.rounds = s.rounds;
+    g.bytes_actual = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.bytes_actual)));
+    g.bytes_paper = comm.sum_over_ranks(s.bytes_paper);
+    g.bytes_dense = comm.sum_over_ranks(s.bytes_dense);
+    g.messages = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.messages)));
+    return g;
+  }
+
   nlohmann::json run() {
-    fs::create_directories(out);
-    if (!resume_from) {
-      // --overwrite: the replaced run's checkpoint and summary must not outlive it.
-      fs::remove(out / kCheckpointFile);
-      fs::remove(out / kSummaryFile);
+    if (root) {
+      fs::create_directories(out);
+      if (!resumed) {
+        // --overwrite: the replaced run's checkpoint and summary must not outlive it.
+        fs::remove(out / kManifestFile);
+        fs::remove(out / kSummaryFile);
+      }
     }
-    write_text_atomic(out / kConfigFile, cfg.to_json().dump(2) + "\n");
-    {
+    if (root && !resumed) remove_shards(-1, -1);
+    comm.barrier();  // the folder exists (on a shared file system) before any rank writes
+    if (!resumed) remove_shards(comm.rank(), -1);
+    if (root) {
+      write_text_atomic(out / kConfigFile, cfg.to_json().dump(2) + "\n");
       std::string text;
       for (const auto& l : kept_metrics) text += l + "\n";
       write_text_atomic(out / kMetricsFile, text);
     }
     print_header();
-    if (resume_from)
+    if (resumed)
       log << fmt::format("resumed from {} after epoch {} (iteration {})\n",
-                         (out / kCheckpointFile).string(), epochs_done, iteration);
+                         (out / kManifestFile).string(), epochs_done, iteration);
 
     const bool is_scsp = cfg.algorithm == "scsp";
     const int64_t total_iters = iters_per_epoch * cfg.epochs;
     const auto run_start = Clock::now();
     const int first_epoch = epochs_done;
-    const bool tty = ::isatty(STDERR_FILENO) && !cfg.quiet;
+    const bool tty = root && ::isatty(STDERR_FILENO) && !cfg.quiet;
     nlohmann::json last;
+    CommStats before_epoch = global_stats();
 
     for (int epoch = first_epoch; epoch < cfg.epochs; ++epoch) {
       const auto epoch_start = Clock::now();
       const float lr = lr_at(epoch);
-      const uint64_t bytes_before = algo->stats().bytes_actual;
-      const double paper_before = algo->stats().bytes_paper;
-      double loss_sum = 0;
-      int64_t correct = 0, seen = 0;
+      std::vector<double> node_loss(static_cast<size_t>(local), 0.0);
+      std::vector<double> node_correct(static_cast<size_t>(local), 0.0);
       auto last_print = Clock::now();
       for (int64_t it = 0; it < iters_per_epoch; ++it, ++iteration) {
-        input.resize(cfg.nodes, cfg.batch, train.c, train.h, train.w);
-        labels.resize(static_cast<size_t>(cfg.nodes) * cfg.batch);
+        input.resize(local, cfg.batch, train.c, train.h, train.w);
+        labels.resize(static_cast<size_t>(local) * cfg.batch);
         loader->next_batch(input.data.data(), labels.data());
         const nets::NodeMatrix& z = algo->z();
         const nets::LossStats st = model->loss_and_grad(input, labels.data(), z, grads);
-        for (int i = 0; i < cfg.nodes; ++i) {
-          if (!std::isfinite(st.loss[i]))
+        for (int r = 0; r < local; ++r) {
+          if (!std::isfinite(st.loss[r]))
             throw DivergenceError(fmt::format(
                 "training diverged: non-finite loss at epoch {} iteration {} on node {} (lr {}); "
                 "the last good checkpoint is {}",
-                epoch + 1, iteration, i, lr,
-                epochs_done > 0 ? (out / kCheckpointFile).string() : std::string("(none yet)")));
-          loss_sum += st.loss[i];
-          correct += st.correct[i];
+                epoch + 1, iteration, first + r, lr,
+                epochs_done > 0 ? (out / kManifestFile).string() : std::string("(none yet)")));
+          node_loss[r] += st.loss[r];
+          node_correct[r] += static_cast<double>(st.correct[r]);
         }
-        seen += static_cast<int64_t>(cfg.nodes) * cfg.batch;
         opt->step(algo->x(), grads, lr);
         if (is_scsp && cfg.scsp_final_with_updates &&
             iteration >= total_iters - cfg.scsp_final_rounds)
@@ -476,16 +766,19 @@ struct Trainer::Impl {
           algo->communicate(iteration, epoch);
         opt->after_mix(algo->x(), lr);
 
-        if (!cfg.quiet && (tty || seconds_since(last_print) > 15) &&
+        if (root && !cfg.quiet && (tty || seconds_since(last_print) > 15) &&
             seconds_since(last_print) > 0.5) {
           last_print = Clock::now();
           const double el = seconds_since(epoch_start);
-          const double rate = static_cast<double>(seen) / el;
+          const double seen = static_cast<double>(it + 1) * cfg.nodes * cfg.batch;
+          const double rate = seen / el;
           const double left =
               static_cast<double>(total_iters - iteration - 1) * cfg.nodes * cfg.batch / rate;
+          double loss_sum = 0;
+          for (double l : node_loss) loss_sum += l;
           progress << fmt::format("{}epoch {}/{} iter {}/{} loss {:.4f} {:.0f} img/s ETA {}{}",
                                   tty ? "\r" : "", epoch + 1, cfg.epochs, it + 1, iters_per_epoch,
-                                  loss_sum / (static_cast<double>(it + 1) * cfg.nodes), rate,
+                                  loss_sum / (static_cast<double>(it + 1) * local), rate,
                                   fmt_duration(left), tty ? "   " : "\n");
           progress.flush();
         }
@@ -495,41 +788,42 @@ struct Trainer::Impl {
         algo->gossip_rounds(cfg.scsp_final_rounds, iteration, epoch);
       const double train_seconds = seconds_since(epoch_start);
 
+      const double seen = static_cast<double>(iters_per_epoch) * cfg.nodes * cfg.batch;
       nlohmann::json m;
       m["epoch"] = epoch + 1;
       m["iteration"] = iteration;
       m["lr"] = lr;
-      m["train_loss"] = loss_sum / (static_cast<double>(iters_per_epoch) * cfg.nodes);
-      m["train_acc"] = seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0.0;
+      m["train_loss"] =
+          comm.sum_over_nodes(node_loss.data()) / (static_cast<double>(iters_per_epoch) * cfg.nodes);
+      m["train_acc"] = comm.sum_over_nodes(node_correct.data()) / seen;
       m.update(evaluate());
-      const CommStats& cs = algo->stats();
+      const CommStats cs = global_stats();
       const double denom = static_cast<double>(iters_per_epoch) * cfg.nodes;
-      m["bytes_per_node_iter"] = static_cast<double>(cs.bytes_actual - bytes_before) / denom;
-      m["bytes_per_node_iter_paper"] = (cs.bytes_paper - paper_before) / denom;
-      m["bytes_per_node_total"] = static_cast<double>(cs.bytes_actual) / cfg.nodes;
-      m["bytes_per_node_total_paper"] = cs.bytes_paper / cfg.nodes;
+      m["bytes_per_node_iter"] =
+          static_cast<double>(cs.bytes_actual - before_epoch.bytes_actual) / denom;
+      m["bytes_per_node_iter_paper"] = (cs.bytes_paper - before_epoch.bytes_paper) / denom;
+      m["bytes_per_node"] = static_cast<double>(cs.bytes_actual) / cfg.nodes;
+      m["bytes_per_node_paper"] = cs.bytes_paper / cfg.nodes;
       m["mb_per_node"] = static_cast<double>(cs.bytes_actual) / cfg.nodes / 1e6;
       m["compression_factor"] = cs.compression_factor();
       m["compression_factor_paper"] = cs.bytes_paper > 0 ? cs.bytes_dense / cs.bytes_paper : 1.0;
-      m["images_per_sec"] = static_cast<double>(seen) / train_seconds;
+      before_epoch = cs;
+      m["images_per_sec"] = seen / train_seconds;
       m["epoch_seconds"] = seconds_since(epoch_start);
-      elapsed_before += seconds_since(epoch_start);
+      double elapsed = elapsed_before + seconds_since(epoch_start);
+      comm.broadcast(&elapsed, sizeof(elapsed), 0);  // rank 0's clock is the run's
+      elapsed_before = elapsed;
       m["elapsed_seconds"] = elapsed_before;
       epochs_done = epoch + 1;
 
-      {
-        std::ofstream mf(out / kMetricsFile, std::ios::app);
-        mf << m.dump() << "\n";
-        mf.flush();
-        if (!mf) throw std::runtime_error("cannot append to " + (out / kMetricsFile).string());
-      }
-      save_checkpoint();
+      if (root) JsonLinesWriter(out / kMetricsFile, JsonLinesWriter::Mode::kAppend).write(m);
+      save_checkpoint(elapsed_before);
       log << fmt::format(
           "{:>5} {:>9.4f} {:>7.2f}% {:>9.2f}%..{:>6.2f}% {:>7.2f}% {:>10.4g} "
           "{:>11.3f} {:>7.1f}x {:>8.0f} {:>7}\n",
           epoch + 1, m["train_loss"].get<double>(), 100 * m["test_acc_mean"].get<double>(),
           100 * m["test_acc_min"].get<double>(), 100 * m["test_acc_max"].get<double>(),
-          100 * m["test_acc_avg_model"].get<double>(), m["divergence"].get<double>(),
+          100 * m.value("test_acc_avg_model", 0.0), m["divergence"].get<double>(),
           m["mb_per_node"].get<double>(), m["compression_factor"].get<double>(),
           m["images_per_sec"].get<double>(), fmt_duration(m["epoch_seconds"].get<double>()));
       log.flush();
@@ -549,14 +843,16 @@ struct Trainer::Impl {
     summary["finished"] = epochs_done >= cfg.epochs;
     summary["iterations"] = iteration;
     summary["nodes"] = cfg.nodes;
+    summary["ranks"] = comm.ranks();
     summary["params"] = model->num_params();
     summary["wall_seconds_this_run"] = seconds_since(run_start);
     summary["train_seconds_total"] = elapsed_before;
+    summary["node_digests"] = node_digests();
     for (const char* k :
          {"test_acc_mean", "test_acc_min", "test_acc_max", "test_acc_avg_model", "divergence",
           "mb_per_node", "compression_factor", "compression_factor_paper"})
       if (last.contains(k)) summary[k] = last[k];
-    if (summary["finished"].get<bool>())
+    if (root && summary["finished"].get<bool>())
       write_text_atomic(out / kSummaryFile, summary.dump(2) + "\n");
     if (last.contains("test_acc_mean"))
       log << fmt::format(
@@ -564,15 +860,15 @@ struct Trainer::Impl {
           "{:.2f}%, {:.2f} MB sent per node, compression {:.1f}x, {} training\n",
           summary["finished"].get<bool>() ? "done" : "paused",
           100 * last["test_acc_mean"].get<double>(), 100 * last["test_acc_min"].get<double>(),
-          100 * last["test_acc_max"].get<double>(), 100 * last["test_acc_avg_model"].get<double>(),
+          100 * last["test_acc_max"].get<double>(), 100 * last.value("test_acc_avg_model", 0.0),
           last["mb_per_node"].get<double>(), last["compression_factor"].get<double>(),
           fmt_duration(elapsed_before));
     return summary;
   }
 };
 
-Trainer::Trainer(TrainConfig cfg, std::ostream& log, std::ostream& progress)
-    : impl_(std::make_unique<Impl>(std::move(cfg), log, progress)) {
+Trainer::Trainer(TrainConfig cfg, Communicator& comm, std::ostream& log, std::ostream& progress)
+    : impl_(std::make_unique<Impl>(std::move(cfg), comm, log, progress)) {
   impl_->build();
 }
 Trainer::~Trainer() = default;

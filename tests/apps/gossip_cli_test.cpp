@@ -1,6 +1,6 @@
 // Runs the built spush-gossip binary: good runs exit 0 and print the documented columns (and
 // JSON lines), bad arguments exit non-zero with exactly one stderr line naming the problem
-// (CLI11 parse errors: 2, validation errors: 1).
+// (malformed command line or config file: 2, invalid setting: 1).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -125,10 +125,14 @@ TEST_F(GossipCli, LogisticRunWritesJsonAndStopsAtTheTarget) {
   for (std::string l; std::getline(f, l);) objs.push_back(nlohmann::json::parse(l));
   std::remove(json.c_str());
   ASSERT_GE(objs.size(), 2u);
-  for (const auto& o : objs)
-    for (const char* key : {"round", "consensus_error", "objective_gap", "bytes_per_node_actual",
-                            "bytes_per_node_paper", "compression_factor"})
+  for (const auto& o : objs) {
+    // The names of the trainer's metrics.jsonl for the same quantities.
+    for (const char* key :
+         {"round", "consensus_error", "objective_gap", "bytes_per_node", "bytes_per_node_paper",
+          "compression_factor", "compression_factor_paper"})
       EXPECT_TRUE(o.contains(key)) << key << " missing in " << o.dump();
+    EXPECT_FALSE(o.contains("bytes_per_node_actual")) << o.dump();
+  }
   EXPECT_EQ(objs.front()["round"], 0);
   EXPECT_DOUBLE_EQ(objs.front()["objective_gap"].get<double>(), 1.0);
   const auto& last = objs.back();
@@ -140,8 +144,12 @@ TEST_F(GossipCli, LogisticRunWritesJsonAndStopsAtTheTarget) {
   EXPECT_GE(before["objective_gap"].get<double>(), 1e-3);
   // One message per round to one out-neighbour: 4 d payload bytes + the 40-byte header
   // (which carries u).
-  EXPECT_DOUBLE_EQ(last["bytes_per_node_actual"].get<double>(),
+  EXPECT_DOUBLE_EQ(last["bytes_per_node"].get<double>(),
                    last["round"].get<double>() * (4 * 32 + 40));
+  // Uncompressed: dense 4 (d + 1) per message in both the papers' count and the dense count.
+  EXPECT_DOUBLE_EQ(last["bytes_per_node_paper"].get<double>(),
+                   last["round"].get<double>() * 4 * (32 + 1));
+  EXPECT_DOUBLE_EQ(last["compression_factor_paper"].get<double>(), 1.0);
   // Rows agree with stdout.
   const auto rs = rows(r.out);
   ASSERT_EQ(rs.size(), objs.size());
@@ -151,8 +159,10 @@ TEST_F(GossipCli, LogisticRunWritesJsonAndStopsAtTheTarget) {
 TEST_F(GossipCli, HelpExitsZero) {
   const Result r = run("--help");
   EXPECT_EQ(r.code, 0);
-  for (const char* flag : {"--nodes", "--topology", "--algorithm", "--compressor", "--density",
-                           "--target-gap", "--json", "--device", "--scsp-final-rounds"})
+  for (const char* flag :
+       {"--nodes", "--topology", "--algorithm", "--compressor", "--density", "--target-gap",
+        "--json", "--device", "--scsp-final-rounds", "--schedule", "--epoch-rounds",
+        "--global-compression", "--transport", "--comm-timeout", "--threads", "--config"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
 }
 
@@ -166,22 +176,33 @@ TEST_F(GossipCli, BadArgumentsFailWithOneClearLine) {
   const std::vector<BadCase> cases = {
       {"--bogus-flag 3", 2, {"--bogus-flag"}},
       {"--nodes four", 2, {"--nodes", "four"}},
-      {"--algorithm gossipy", 2, {"--algorithm", "gossipy"}},
-      {"--compressor zip", 2, {"--compressor", "zip"}},
-      {"--density 2", 1, {"--density", "(0, 1]"}},
-      {"--density 0", 1, {"--density"}},
-      {"--nodes 0", 1, {"--nodes"}},
+      {"--global", 2, {"unknown option --global"}},    // now --global-compression
+      {"--period 2", 2, {"unknown option --period"}},  // now --schedule iterations:N|epochs:N
+      {"--period-unit iterations", 2, {"unknown option --period-unit"}},
+      {"--topology= --nodes 2", 2, {"--topology: empty value"}},
+      {"--rounds 1.5", 2, {"--rounds", "1.5", "an integer"}},
+      {"--qgm=yes", 2, {"--qgm", "yes"}},
+      {"--algorithm gossipy", 1, {"algorithm = 'gossipy'", "dpsgd", "quantsgp"}},
+      {"--compressor zip", 1, {"compressor = 'zip'"}},
+      {"--density 2", 1, {"density = 2", "(0, 1]"}},
+      {"--density 0", 1, {"density = 0"}},
+      {"--nodes 0", 1, {"nodes = 0"}},
+      {"--schedule weekly", 1, {"schedule = 'weekly'", "iterations:N"}},
+      {"--epoch-rounds 0", 1, {"epoch-rounds = 0"}},
+      {"--transport tcp", 1, {"transport = 'tcp'"}},
+      {"--threads 2000", 1, {"threads = 2000", "[0, 1024]"}},
+      {"--comm-timeout -1", 1, {"comm-timeout = -1", "> 0"}},
       {"--topology rings4 --nodes 5", 1, {"rings4", "4 nodes"}},
       {"--topology file:/nonexistent/spush/missing.topo", 1, {"/nonexistent/spush/missing.topo"}},
       {"--topology moebius", 1, {"moebius"}},
       {"--algorithm deepsqueeze --topology ring", 1, {"Deep-Squeeze"}},
-      {"--segments 300 --dim 256", 1, {"--segments"}},
-      {"--mode logistic --skew 1.5", 1, {"--skew"}},
-      {"--eta 1.5", 1, {"--eta"}},
+      {"--segments 300 --dim 256", 1, {"segments = 300", "dim = 256"}},
+      {"--mode logistic --skew 1.5", 1, {"skew = 1.5"}},
+      {"--eta 1.5", 1, {"eta = 1.5"}},
       {"--compressor qsgd --bits 3", 1, {"bits"}},
       {"--device cuda --mode logistic", 1, {"--device cuda", "averaging"}},
-      {"--device cuda --algorithm choco", 1, {"--device cuda"}},
-      {"--target-gap 1e-3", 1, {"--target-gap"}},
+      {"--device cuda --compressor randomk", 1, {"cuda"}},
+      {"--target-gap 1e-3", 1, {"target-gap"}},
   };
   for (const BadCase& c : cases) {
     const Result r = run(c.args);
@@ -206,6 +227,50 @@ TEST_F(GossipCli, DeviceCudaNeedsAGpu) {
     EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << r.err;
     EXPECT_EQ(lines(r.err).size(), 1u) << r.err;
   }
+}
+
+// The library's algorithm names are all accepted, aliases included.
+TEST_F(GossipCli, AcceptsEveryAlgorithmNameOfTheLibrary) {
+  for (const auto& [name, runs] : std::vector<std::pair<std::string, std::string>>{
+           {"dpsgd", "sgp"}, {"quantsgp", "choco"}, {"sgp", "sgp"}, {"choco", "choco"}}) {
+    const Result r = run("--algorithm " + name + " --rounds 10 --print-every 10");
+    EXPECT_EQ(r.code, 0) << name << ": " << r.err;
+    EXPECT_NE(r.out.find("# algorithm " + runs + ","), std::string::npos) << name << "\n" << r.out;
+  }
+}
+
+// The renamed flags keep their meaning: a two-graph rotation every 2 iterations and global
+// compression reach the run (its header line says so).
+TEST_F(GossipCli, SharedFlagNames) {
+  const Result r =
+      run("--topology ring,bidir-ring --schedule iterations:2 --global-compression "
+          "--rounds 4 --print-every 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("every 2 iteration"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(", global)"), std::string::npos) << r.out;
+  const Result e = run("--topology ring,bidir-ring --schedule epochs:3 --rounds 4 --print-every 2");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.out.find("every 3 epoch"), std::string::npos) << e.out;
+}
+
+// --config takes the same keys as the flags; flags override it wherever it appears; an empty
+// --json (no JSON output) is accepted back.
+TEST_F(GossipCli, ConfigFile) {
+  const std::string config = temp_path("config.json");
+  std::ofstream(config) << R"({"nodes": 8, "topology": "full", "algorithm": "sgp", "dim": 32,
+      "segments": 2, "rounds": 4, "print-every": 4, "json": ""})";
+  Result r = run("--config '" + config + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("8 nodes"), std::string::npos) << r.out;
+  r = run("--nodes 3 --config '" + config + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("3 nodes"), std::string::npos) << r.out;
+  std::ofstream(config) << R"({"nodes": 8, "global": true})";
+  r = run("--config '" + config + "'");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown setting 'global'"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err).size(), 1u) << r.err;
+  std::remove(config.c_str());
 }
 
 TEST_F(GossipCli, JsonFileIsNotTouchedOnBadArguments) {

@@ -60,7 +60,8 @@ TEST(GossipGpu, AveragingTrajectoryEqualsTheCpu) {
           " --algorithm sparsepush --compressor topk --density 0.01 --index-codec block "
           "--topology torus");
   compare(common + " --algorithm sparsepush --compressor qsgd --bits 8 --eta 0.1");
-  compare(common + " --algorithm sparsepush --compressor qsgd --bits 2 --eta 0.05 --global");
+  compare(common +
+          " --algorithm sparsepush --compressor qsgd --bits 2 --eta 0.05 --global-compression");
   compare(common + " --algorithm scsp --compressor topk --density 0.1 --scsp-final-rounds 30");
   compare(common + " --algorithm sgp --topology exponential");
   compare(

@@ -1,15 +1,22 @@
 // Runs the built spush-train binary on bad command lines and config files: each gives one
-// error line naming the problem, a non-zero exit (2: command-line syntax, 1: invalid setting
-// or file) and no output directory.
+// error line naming the problem, a non-zero exit (2: command-line syntax or config file, 1:
+// invalid setting or file) and no output directory. A short run on generated data checks that
+// its config.json is accepted back by --config and the names of its metrics.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "spush/nets/data.h"
 
 namespace {
 
@@ -28,10 +35,11 @@ class TrainCli : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-  Result run(const std::string& args) {
+  // prefix: shell words before the binary (a cd, environment variables).
+  Result run(const std::string& args, const std::string& prefix = "") {
     const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
     const std::string cmd =
-        kBinary + " " + args + " > '" + out.string() + "' 2> '" + err.string() + "'";
+        prefix + kBinary + " " + args + " > '" + out.string() + "' 2> '" + err.string() + "'";
     const int status = std::system(cmd.c_str());
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -62,10 +70,11 @@ TEST_F(TrainCli, HelpListsEverySetting) {
   const Result r = run("--help");
   EXPECT_EQ(r.code, 0);
   for (const char* flag :
-       {"--nodes",  "--topology", "--schedule", "--algorithm", "--compressor", "--density",
-        "--bits",   "--eta",      "--model",    "--norm",      "--dataset",    "--data-dir",
-        "--skew",   "--epochs",   "--batch",    "--lr",        "--seed",       "--out",
-        "--resume", "--device",   "--config"})
+       {"--nodes",   "--topology",  "--schedule",     "--algorithm", "--compressor",
+        "--density", "--bits",      "--eta",          "--model",     "--norm",
+        "--dataset", "--data-dir",  "--skew",         "--epochs",    "--batch",
+        "--lr",      "--seed",      "--out",          "--resume",    "--device",
+        "--config",  "--transport", "--comm-timeout", "--threads",   "--scsp-final-with-updates"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
 }
 
@@ -79,6 +88,25 @@ TEST_F(TrainCli, BadArguments) {
   expect_error("--topology rings4 --nodes 5", 1, "rings4");
   expect_error("--data-dir " + (dir_ / "missing").string(), 1, "missing");
   expect_error("--batch 100000", 1, "batch");
+  expect_error("--nodes=", 2, "--nodes: empty value");
+  expect_error("--quiet=maybe", 2, "--quiet");
+  expect_error("--lr nan", 2, "--lr");
+  expect_error("--threads 5000", 1, "threads = 5000");
+  expect_error("--transport tcp", 1, "transport = 'tcp'");
+  expect_error("--comm-timeout 0", 1, "comm-timeout = 0");
+  expect_error("--algorithm gossipy", 1, "gossipy");
+}
+
+// An unset shell variable in `--out=$DIR` must not make the next flag the output directory.
+TEST_F(TrainCli, EmptyValueDoesNotSwallowTheNextArgument) {
+  const Result r = run("--out= --nodes 2", "cd '" + dir_.string() + "' && ");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--out: empty value, expected a directory"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(dir_)) entries.push_back(e.path().filename());
+  std::sort(entries.begin(), entries.end());
+  EXPECT_EQ(entries, (std::vector<std::string>{"stderr", "stdout"})) << "a run directory was made";
 }
 
 TEST_F(TrainCli, ConfigFiles) {
@@ -91,6 +119,68 @@ TEST_F(TrainCli, ConfigFiles) {
   // Command-line flags override the file: the file's valid density is replaced by a bad one.
   std::ofstream(dir_ / "ok.json") << R"({"density": 0.1, "nodes": 4})";
   expect_error("--config " + (dir_ / "ok.json").string() + " --density 3", 1, "density = 3");
+  // ... wherever --config appears.
+  expect_error("--density 3 --config " + (dir_ / "ok.json").string(), 1, "density = 3");
+  // Values are typed: a string for a number, an empty output directory.
+  std::ofstream(dir_ / "typed.json") << R"({"nodes": "4"})";
+  expect_error("--config " + (dir_ / "typed.json").string(), 2, "'nodes' = \"4\"");
+  std::ofstream(dir_ / "empty_out.json") << R"({"out": ""})";
+  expect_error("--config " + (dir_ / "empty_out.json").string(), 2, "expected a directory");
+}
+
+// 28x28 images: class c is a bright square at one of 10 positions, plus noise.
+void write_synthetic(const fs::path& dir, const std::string& prefix, int count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> noise(0, 60), cls(0, 9);
+  std::vector<uint8_t> pixels(static_cast<size_t>(count) * 784), labels(count);
+  for (int i = 0; i < count; ++i) {
+    const int c = cls(rng);
+    labels[i] = static_cast<uint8_t>(c);
+    uint8_t* img = pixels.data() + static_cast<size_t>(i) * 784;
+    for (int p = 0; p < 784; ++p) img[p] = static_cast<uint8_t>(noise(rng));
+    const int oy = 3 + (c / 5) * 12, ox = 2 + (c % 5) * 5;
+    for (int y = 0; y < 6; ++y)
+      for (int x = 0; x < 4; ++x) img[(oy + y) * 28 + ox + x] = 250;
+  }
+  spush::nets::write_idx_images((dir / (prefix + "-images-idx3-ubyte")).string(), count, 28, 28,
+                                pixels, false);
+  spush::nets::write_idx_labels((dir / (prefix + "-labels-idx1-ubyte")).string(), labels, false);
+}
+
+TEST_F(TrainCli, ConfigJsonOfARunIsAcceptedBackAndMetricsUseTheSharedNames) {
+  fs::create_directories(dir_ / "data");
+  write_synthetic(dir_ / "data", "train", 128, 1);
+  write_synthetic(dir_ / "data", "t10k", 64, 2);
+  // No --data-dir: the data come from $SPUSH_DATA and config.json says "data-dir": "".
+  const std::string env = "SPUSH_DATA='" + (dir_ / "data").string() + "' ";
+  const fs::path first = dir_ / "first", second = dir_ / "second";
+  const std::string common = "--nodes 2 --epochs 1 --batch 16 --density 0.1 --quiet";
+  Result r = run(common + " --out " + first.string(), env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto cfg = nlohmann::json::parse(slurp(first / "config.json"));
+  EXPECT_EQ(cfg.at("data-dir"), "");
+  EXPECT_EQ(cfg.at("transport"), "auto");
+  EXPECT_EQ(cfg.at("comm-timeout"), 60.0);
+
+  r = run("--config " + (first / "config.json").string() + " --out " + second.string(), env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto again = nlohmann::json::parse(slurp(second / "config.json"));
+  EXPECT_EQ(again.at("out"), second.string());
+  again["out"] = cfg.at("out");
+  EXPECT_EQ(again, cfg);
+
+  std::ifstream metrics(second / "metrics.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(metrics, line));
+  const auto m = nlohmann::json::parse(line);
+  for (const char* key :
+       {"bytes_per_node", "bytes_per_node_paper", "compression_factor", "compression_factor_paper",
+        "bytes_per_node_iter", "bytes_per_node_iter_paper", "mb_per_node"})
+    EXPECT_TRUE(m.contains(key)) << key << " missing in " << line;
+  for (const char* key : {"bytes_per_node_total", "bytes_per_node_total_paper"})
+    EXPECT_FALSE(m.contains(key)) << key << " in " << line;
+  EXPECT_DOUBLE_EQ(m.at("mb_per_node").get<double>(), m.at("bytes_per_node").get<double>() / 1e6);
+  EXPECT_GT(m.at("bytes_per_node").get<double>(), m.at("bytes_per_node_paper").get<double>());
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 // References: the double-precision mean of x0, closed-form payload sizes, re-decoded payloads.
 #include "spush/runtime/algorithm.h"
 
+#include "engine_util.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -143,14 +145,15 @@ TEST(AlgorithmNames, DefaultEtaFollowsTable5) {
 
   const nets::Layout lay = make_layout({100});
   const Schedule s = schedule("ring", 4);
-  auto t = make_local_transport(4);
+  auto be = kernels::make_cpu_backend();
+  auto t = make_local_communicator(4);
   AlgorithmSpec sp = sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.01, -1);
-  EXPECT_EQ(make_algorithm(sp, lay, s, *t)->spec().eta, 0.005);
+  EXPECT_EQ(make_algorithm(sp, lay, s, *be, *t)->spec().eta, 0.005);
   sp.compressor.density = 0.1;
-  EXPECT_EQ(make_algorithm(sp, lay, s, *t)->spec().eta, 0.01);
+  EXPECT_EQ(make_algorithm(sp, lay, s, *be, *t)->spec().eta, 0.01);
   AlgorithmSpec sgp;
   sgp.kind = AlgorithmKind::kSgp;
-  EXPECT_EQ(make_algorithm(sgp, lay, s, *t)->spec().eta, 1.0);
+  EXPECT_EQ(make_algorithm(sgp, lay, s, *be, *t)->spec().eta, 1.0);
 }
 
 // ---- SGP: exact push-sum averaging ----------------------------------------------------------
@@ -181,11 +184,10 @@ TEST(SgpAveraging, PushSumReachesTheExactAverage) {
   for (const AverageCase& c : kAverageCases) {
     SCOPED_TRACE(::testing::Message() << c.topology << " n=" << c.n << " period=" << c.period);
     const Schedule s = schedule(c.topology, c.n, c.period);
-    auto t = make_local_transport(c.n);
     AlgorithmSpec spec;
     spec.kind = AlgorithmKind::kSgp;
     spec.eta = 1.0;
-    auto a = make_algorithm(spec, lay, s, *t);
+    auto a = test::local_algorithm(spec, lay, s);
     const nets::NodeMatrix x0 = random_x0(c.n, lay.size(), 100 + c.n);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -203,10 +205,9 @@ TEST(SgpAveraging, WithoutPushSumWeightsTheAsymmetricRingsAreBiased) {
     if (std::string(c.topology).rfind("rings4", 0) != 0) continue;
     SCOPED_TRACE(::testing::Message() << c.topology << " period=" << c.period);
     const Schedule s = schedule(c.topology, 4, c.period);
-    auto t = make_local_transport(4);
     AlgorithmSpec spec;
     spec.kind = AlgorithmKind::kSgp;
-    auto a = make_algorithm(spec, lay, s, *t);
+    auto a = test::local_algorithm(spec, lay, s);
     const nets::NodeMatrix x0 = random_x0(4, lay.size(), 7);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -225,11 +226,10 @@ TEST(SgpAveraging, SmallerEtaAndLinkFailuresStillAverage) {
   for (double failure : {0.0, 0.3}) {
     SCOPED_TRACE(::testing::Message() << "failure p=" << failure);
     const Schedule s = schedule("torus", 8, 1, failure);
-    auto t = make_local_transport(8);
     AlgorithmSpec spec;
     spec.kind = AlgorithmKind::kSgp;
     spec.eta = 0.5;
-    auto a = make_algorithm(spec, lay, s, *t);
+    auto a = test::local_algorithm(spec, lay, s);
     const nets::NodeMatrix x0 = random_x0(8, lay.size(), 3);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -277,9 +277,8 @@ TEST(SparsePush, AveragesAndKeepsTheNumeratorSum) {
     SCOPED_TRACE(::testing::Message()
                  << c.topology << " n=" << c.n << " density=" << c.density << " eta=" << c.eta);
     const Schedule s = schedule(c.topology, c.n, c.period);
-    auto t = make_local_transport(c.n);
-    auto a = make_algorithm(
-        sparse_spec(AlgorithmKind::kScsp, CompressorKind::kTopK, c.density, c.eta), lay, s, *t);
+    auto a = test::local_algorithm(
+        sparse_spec(AlgorithmKind::kScsp, CompressorKind::kTopK, c.density, c.eta), lay, s);
     const nets::NodeMatrix x0 = random_x0(c.n, lay.size(), 200 + c.n);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -309,9 +308,8 @@ TEST(SparsePush, LargerEtaLeavesALargerConsensusFloor) {
   const std::vector<double> mean = node_mean(x0);
   std::vector<double> err;
   for (double eta : {0.005, 0.05}) {
-    auto t = make_local_transport(4);
-    auto a = make_algorithm(
-        sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.01, eta), lay, s, *t);
+    auto a = test::local_algorithm(
+        sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.01, eta), lay, s);
     a->init(x0);
     run(*a, 0, 2000);
     err.push_back(worst_rel_err(a->z(), mean));
@@ -325,9 +323,8 @@ TEST(DeepSqueeze, KeepsUAtOneOnSymmetricGraphs) {
   for (const auto& [topo, n] : {std::pair<const char*, int>{"torus", 16}, {"bidir-ring", 4}}) {
     SCOPED_TRACE(topo);
     const Schedule s = schedule(topo, n);
-    auto t = make_local_transport(n);
-    auto a = make_algorithm(
-        sparse_spec(AlgorithmKind::kDeepSqueeze, CompressorKind::kTopK, 0.1, -1), lay, s, *t);
+    auto a = test::local_algorithm(
+        sparse_spec(AlgorithmKind::kDeepSqueeze, CompressorKind::kTopK, 0.1, -1), lay, s);
     const nets::NodeMatrix x0 = random_x0(n, lay.size(), 4);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -338,32 +335,9 @@ TEST(DeepSqueeze, KeepsUAtOneOnSymmetricGraphs) {
   }
 }
 
-// A transport that forwards to the local one and keeps a copy of every outgoing message.
-class RecordingTransport final : public Transport {
- public:
-  explicit RecordingTransport(int n) : inner_(make_local_transport(n)) {}
-  std::string name() const override { return "recording"; }
-  int world_nodes() const override { return inner_->world_nodes(); }
-  int first_local() const override { return inner_->first_local(); }
-  int local_nodes() const override { return inner_->local_nodes(); }
-  std::vector<std::vector<Incoming>> exchange(const Graph& g, uint64_t round,
-                                              const std::vector<Outgoing>& out) override {
-    sent = out;
-    auto in = inner_->exchange(g, round, out);
-    bytes_ = inner_->bytes();
-    return in;
-  }
-  void allreduce_sum(float* data, int64_t n) override { inner_->allreduce_sum(data, n); }
-  std::vector<Outgoing> sent;
-
- private:
-  std::unique_ptr<Transport> inner_;
-};
-
-Algorithm::StateTensor find_state(const std::vector<Algorithm::StateTensor>& st,
-                                  const std::string& name) {
-  for (const auto& t : st)
-    if (t.name == name) return t;
+std::vector<float> state_of(runtime::Algorithm& a, const std::string& name) {
+  for (auto& [n, v] : test::saved_state(a))
+    if (n == name) return v;
   throw std::runtime_error("no state tensor " + name);
 }
 
@@ -387,41 +361,48 @@ TEST(SparsePush, ErrorFeedbackLosesNothing) {
                         Case{CompressorKind::kSign, IndexCodec::kLocal16, 8},
                         Case{CompressorKind::kMinMax8, IndexCodec::kLocal16, 8}}) {
     SCOPED_TRACE(kernels::to_string(c.kind));
-    RecordingTransport t(n);
     AlgorithmSpec spec = sparse_spec(AlgorithmKind::kSparsePush, c.kind, 0.05, 0.05, c.bits);
     spec.compressor.index_codec = c.codec;
-    auto a = make_algorithm(spec, lay, s, t);
+    auto a = test::local_algorithm(spec, lay, s);
+    // What the nodes send, as the communicator sees it (host memory on the cpu backend).
+    std::vector<std::vector<uint8_t>> sent;
+    std::vector<float> sent_u;
+    a.comm->set_observer([&](const Graph&, const RoundMessages& m) {
+      sent.clear();
+      for (int r = 0; r < n; ++r)
+        sent.emplace_back(m.send + r * m.pitch, m.send + r * m.pitch + m.payload_bytes);
+      sent_u.assign(m.u, m.u + n);
+    });
     a->init(random_x0(n, lay.size(), 21));
     const bool sparse = kernels::is_sparse(c.kind);
     const int64_t d = lay.size();
     for (int64_t it = 0; it < 25; ++it) {
       const nets::NodeMatrix xhat = a->x();
       const std::vector<float> u_before = a->u();
-      const Algorithm::StateTensor e = find_state(a->state(), "error");
-      const std::vector<float> e_before(e.data, e.data + e.count);
+      const std::vector<float> e_before = state_of(*a, "error");
       a->communicate(it, 0);
-      const std::vector<float> e_after(e.data, e.data + e.count);
-      ASSERT_EQ(t.sent.size(), static_cast<size_t>(n));
-      for (const Outgoing& o : t.sent) {
-        kernels::Compressed sent;
-        kernels::decode(spec.compressor, lay.view(), o.payload.data(), o.payload.size(), sent);
+      const std::vector<float> e_after = state_of(*a, "error");
+      ASSERT_EQ(sent.size(), static_cast<size_t>(n));
+      for (int node = 0; node < n; ++node) {
+        kernels::Compressed msg;
+        kernels::decode(spec.compressor, lay.view(), sent[node].data(), sent[node].size(), msg);
         std::vector<float> cdense(d, 0.0f);
         if (sparse) {
-          for (size_t j = 0; j < sent.idx.size(); ++j) cdense[sent.idx[j]] = sent.val[j];
+          for (size_t j = 0; j < msg.idx.size(); ++j) cdense[msg.idx[j]] = msg.val[j];
         } else {
-          cdense = sent.val;
+          cdense = msg.val;
         }
-        const int64_t base = o.node * a->x().ld();
+        const int64_t base = node * a->x().ld();
         int mismatches = 0;
         for (int64_t k = 0; k < d; ++k) {
-          const float v = xhat.row(o.node)[k] + e_before[base + k];
+          const float v = xhat.row(node)[k] + e_before[base + k];
           const float back = cdense[k] + e_after[base + k];
           const float scale = std::max({1.0f, std::fabs(v), std::fabs(cdense[k])});
           const bool ok = sparse ? back == v : std::fabs(back - v) <= 1e-6f * scale;
           mismatches += !ok;
         }
-        EXPECT_EQ(mismatches, 0) << "node " << o.node << " iteration " << it;
-        EXPECT_EQ(o.u, u_before[o.node]);
+        EXPECT_EQ(mismatches, 0) << "node " << node << " iteration " << it;
+        EXPECT_EQ(sent_u[node], u_before[node]);
       }
     }
   }
@@ -430,10 +411,9 @@ TEST(SparsePush, ErrorFeedbackLosesNothing) {
 TEST(SparsePush, LocalStepsSkipCommunication) {
   const nets::Layout lay = make_layout({64});
   const Schedule s = schedule("ring", 4);
-  auto t = make_local_transport(4);
   AlgorithmSpec spec = sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.1, 0.1);
   spec.local_steps = 3;
-  auto a = make_algorithm(spec, lay, s, *t);
+  auto a = test::local_algorithm(spec, lay, s);
   const nets::NodeMatrix x0 = random_x0(4, lay.size(), 2);
   a->init(x0);
   for (int64_t it = 0; it < 2; ++it) {
@@ -446,7 +426,7 @@ TEST(SparsePush, LocalStepsSkipCommunication) {
   EXPECT_NE(std::memcmp(a->x().data(), x0.data(), x0.rows() * x0.ld() * sizeof(float)), 0);
   run(*a, 3, 9);
   EXPECT_EQ(a->stats().rounds, 4u);
-  EXPECT_EQ(t->bytes().total(), a->stats().bytes_actual);
+  EXPECT_EQ(a.comm->bytes().total(), a->stats().bytes_actual);
 }
 
 // ---- CHOCO / Quant-SGP ----------------------------------------------------------------------
@@ -478,8 +458,7 @@ TEST(Choco, ConvergesToTheAverage) {
     SCOPED_TRACE(::testing::Message()
                  << c.topology << " n=" << c.n << " " << kernels::to_string(c.kind));
     const Schedule s = schedule(c.topology, c.n, 2);
-    auto t = make_local_transport(c.n);
-    auto a = make_algorithm(sparse_spec(AlgorithmKind::kChoco, c.kind, 0.01, c.eta, 4), lay, s, *t);
+    auto a = test::local_algorithm(sparse_spec(AlgorithmKind::kChoco, c.kind, 0.01, c.eta, 4), lay, s);
     const nets::NodeMatrix x0 = random_x0(c.n, lay.size(), 300 + c.n);
     const std::vector<double> mean = node_mean(x0);
     a->init(x0);
@@ -505,8 +484,7 @@ TEST(Choco, PerNeighbourCopiesMatchTheIncrementalSumOnAStaticGraph) {
     std::vector<std::vector<std::string>> names;
     for (const char* topo : {"ring", "ring,ring"}) {
       const Schedule s = schedule(topo, 6);
-      auto t = make_local_transport(6);
-      auto a = make_algorithm(sparse_spec(AlgorithmKind::kChoco, kind, 0.05, 0.2), lay, s, *t);
+      auto a = test::local_algorithm(sparse_spec(AlgorithmKind::kChoco, kind, 0.05, 0.2), lay, s);
       a->init(x0);
       run(*a, 0, 30);
       z.push_back(a->z());
@@ -528,9 +506,8 @@ TEST(Choco, LinkFailuresKeepTheCopiesExact) {
   // stays exact and the uncompressed final rounds then reach the average.
   const nets::Layout lay = make_layout({128});
   const Schedule s = schedule("torus", 8, 1, 0.3);
-  auto t = make_local_transport(8);
-  auto a = make_algorithm(sparse_spec(AlgorithmKind::kChoco, CompressorKind::kQsgd, 0.01, 0.2, 4),
-                          lay, s, *t);
+  auto a = test::local_algorithm(sparse_spec(AlgorithmKind::kChoco, CompressorKind::kQsgd, 0.01, 0.2, 4),
+                          lay, s);
   const nets::NodeMatrix x0 = random_x0(8, lay.size(), 8);
   const std::vector<double> mean = node_mean(x0);
   a->init(x0);
@@ -675,8 +652,7 @@ TEST(DenseReference, AllKindsFollowTheUpdateRules) {
     SCOPED_TRACE(::testing::Message() << to_string(c.kind) << " " << c.topology << " n=" << c.n
                                       << " p_fail=" << c.failure);
     const Schedule s = schedule(c.topology, c.n, 1, c.failure);
-    auto t = make_local_transport(c.n);
-    auto a = make_algorithm(sparse_spec(c.kind, c.compressor, c.density, c.eta), lay, s, *t);
+    auto a = test::local_algorithm(sparse_spec(c.kind, c.compressor, c.density, c.eta), lay, s);
     const nets::NodeMatrix x0 = random_x0(c.n, lay.size(), 41);
     a->init(x0);
     DenseReference ref(c.kind == AlgorithmKind::kScsp ? AlgorithmKind::kSparsePush : c.kind, segs,
@@ -748,11 +724,10 @@ TEST(CommStats, PerEdgeBytesMatchTheAnalyticSizes) {
                    << (c.layerwise ? " layerwise" : " global"));
       const int n = 4;
       const Schedule s = schedule(topo, n);
-      auto t = make_local_transport(n);
       AlgorithmSpec spec = sparse_spec(c.algo, c.kind, c.density, 0.1, 8);
       spec.compressor.index_codec = c.codec;
       spec.layerwise = c.layerwise;
-      auto a = make_algorithm(spec, lay, s, *t);
+      auto a = test::local_algorithm(spec, lay, s);
       a->init(random_x0(n, d, 1));
       const int rounds = 6;
       run(*a, 0, rounds);
@@ -776,16 +751,16 @@ TEST(CommStats, PerEdgeBytesMatchTheAnalyticSizes) {
         for (const auto& e : edges) want[e] += 40 + payload;
         messages += edges.size();
       }
-      EXPECT_EQ(t->bytes().edges().size(), want.size());
+      EXPECT_EQ(a.comm->bytes().edges().size(), want.size());
       for (const auto& [edge, bytes] : want) {
-        EXPECT_EQ(t->bytes().edge(edge.first, edge.second), bytes)
+        EXPECT_EQ(a.comm->bytes().edge(edge.first, edge.second), bytes)
             << edge.first << " -> " << edge.second;
       }
       const CommStats& st = a->stats();
       EXPECT_EQ(st.rounds, static_cast<uint64_t>(rounds));
       EXPECT_EQ(st.messages, messages);
       EXPECT_EQ(st.bytes_actual, messages * (40 + payload));
-      EXPECT_EQ(st.bytes_actual, t->bytes().total());
+      EXPECT_EQ(st.bytes_actual, a.comm->bytes().total());
       EXPECT_DOUBLE_EQ(st.bytes_dense, messages * 4.0 * (d + 1));
       double paper = 4.0 * (d + 1);
       if (c.kind == CompressorKind::kTopK) {
@@ -834,38 +809,39 @@ TEST(AlgorithmState, RestoreContinuesBitIdentically) {
     const Schedule s = schedule(c.topology, n, 3);
     const AlgorithmSpec spec = sparse_spec(c.algo, c.kind, 0.05, 0.1, 4);
     // Uninterrupted run: 20 rounds, snapshot, 20 more.
-    auto t1 = make_local_transport(n);
-    auto a = make_algorithm(spec, lay, s, *t1);
+    auto a = test::local_algorithm(spec, lay, s);
     a->init(random_x0(n, lay.size(), 31));
     run(*a, 0, 20);
-    std::vector<std::vector<float>> snapshot;
+    const auto snapshot = test::saved_state(*a);
     std::vector<std::string> names;
-    for (const auto& st : a->state()) {
-      names.push_back(st.name);
-      snapshot.emplace_back(st.data, st.data + st.count);
-    }
+    for (const auto& st : a->state()) names.push_back(st.name);
     EXPECT_EQ(names, c.names);
-    EXPECT_EQ(find_state(a->state(), "x").count, n * a->x().ld());
-    EXPECT_EQ(find_state(a->state(), "u").count, n);
+    ASSERT_EQ(snapshot.size(), names.size());
+    EXPECT_EQ(snapshot[0].second.size(), static_cast<size_t>(n * a->x().ld()));
+    EXPECT_EQ(snapshot[1].second.size(), static_cast<size_t>(n));
     run(*a, 20, 20);
     a->gossip_rounds(3, 40, 0);
     // Fresh algorithm, different x0, state written back after init().
-    auto t2 = make_local_transport(n);
-    auto b = make_algorithm(spec, lay, s, *t2);
+    auto b = test::local_algorithm(spec, lay, s);
     b->init(random_x0(n, lay.size(), 99));
-    auto st = b->state();
-    ASSERT_EQ(st.size(), snapshot.size());
-    for (size_t k = 0; k < st.size(); ++k) {
-      ASSERT_EQ(st[k].count, static_cast<int64_t>(snapshot[k].size())) << st[k].name;
-      std::memcpy(st[k].data, snapshot[k].data(), snapshot[k].size() * sizeof(float));
-    }
+    size_t k = 0;
+    b->load_state([&](const std::string& name, float* data, int64_t count) {
+      ASSERT_LT(k, snapshot.size());
+      ASSERT_EQ(name, snapshot[k].first);
+      ASSERT_EQ(static_cast<size_t>(count), snapshot[k].second.size()) << name;
+      std::memcpy(data, snapshot[k].second.data(), snapshot[k].second.size() * sizeof(float));
+      ++k;
+    });
+    EXPECT_EQ(k, snapshot.size());
     run(*b, 20, 20);
     b->gossip_rounds(3, 40, 0);
-    const auto sa = a->state(), sb = b->state();
-    for (size_t k = 0; k < sa.size(); ++k) {
-      EXPECT_EQ(std::memcmp(sa[k].data, sb[k].data, sa[k].count * sizeof(float)), 0)
-          << sa[k].name << " differs";
-    }
+    const auto sa = test::saved_state(*a), sb = test::saved_state(*b);
+    ASSERT_EQ(sa.size(), sb.size());
+    for (size_t i = 0; i < sa.size(); ++i)
+      EXPECT_EQ(std::memcmp(sa[i].second.data(), sb[i].second.data(),
+                            sa[i].second.size() * sizeof(float)),
+                0)
+          << sa[i].first << " differs";
     EXPECT_EQ(std::memcmp(a->z().data(), b->z().data(), n * a->x().ld() * sizeof(float)), 0);
   }
 }
@@ -875,17 +851,18 @@ TEST(AlgorithmState, RestoreContinuesBitIdentically) {
 TEST(MakeAlgorithm, RejectsBadSpecs) {
   const nets::Layout lay = make_layout({100});
   const Schedule ring = schedule("ring", 4);
-  auto t = make_local_transport(4);
+  auto be = kernels::make_cpu_backend();
+  auto t = make_local_communicator(4);
   auto bad = [&](AlgorithmSpec spec, const Schedule& s, const char* what) {
     try {
-      make_algorithm(spec, lay, s, *t);
+      make_algorithm(spec, lay, s, *be, *t);
       ADD_FAILURE() << "accepted: " << what;
     } catch (const std::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
     }
   };
   const AlgorithmSpec ok = sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.1, 0.1);
-  EXPECT_NO_THROW(make_algorithm(ok, lay, ring, *t));
+  EXPECT_NO_THROW(make_algorithm(ok, lay, ring, *be, *t));
   AlgorithmSpec s = ok;
   s.eta = 0;
   bad(s, ring, "eta");
@@ -916,18 +893,18 @@ TEST(MakeAlgorithm, RejectsBadSpecs) {
   bad(s, ring, "doubly stochastic");
   bad(s, schedule("rings4", 4), "doubly stochastic");
   bad(s, schedule("torus", 4, 1, 0.2), "doubly stochastic");
-  EXPECT_NO_THROW(make_algorithm(s, lay, schedule("bidir-ring", 4), *t));
-  EXPECT_NO_THROW(make_algorithm(s, lay, schedule("torus", 4), *t));
+  EXPECT_NO_THROW(make_algorithm(s, lay, schedule("bidir-ring", 4), *be, *t));
+  EXPECT_NO_THROW(make_algorithm(s, lay, schedule("torus", 4), *be, *t));
   // Node counts, empty layout, local16 bucket limit.
   bad(ok, schedule("ring", 5), "nodes");
-  EXPECT_THROW(make_algorithm(ok, nets::Layout(), ring, *t), std::invalid_argument);
+  EXPECT_THROW(make_algorithm(ok, nets::Layout(), ring, *be, *t), std::invalid_argument);
   const nets::Layout big = make_layout({70000});
-  EXPECT_THROW(make_algorithm(ok, big, ring, *t), std::invalid_argument);
+  EXPECT_THROW(make_algorithm(ok, big, ring, *be, *t), std::invalid_argument);
   s = ok;
   s.compressor.index_codec = IndexCodec::kRaw32;
-  EXPECT_NO_THROW(make_algorithm(s, big, ring, *t));
+  EXPECT_NO_THROW(make_algorithm(s, big, ring, *be, *t));
   // Runtime arguments.
-  auto a = make_algorithm(ok, lay, ring, *t);
+  auto a = make_algorithm(ok, lay, ring, *be, *t);
   EXPECT_THROW(a->init(nets::NodeMatrix(3, 100)), std::invalid_argument);
   EXPECT_THROW(a->init(nets::NodeMatrix(4, 99)), std::invalid_argument);
   a->init(nets::NodeMatrix(4, 100));
@@ -938,13 +915,21 @@ TEST(MakeAlgorithm, RejectsBadSpecs) {
 TEST(MakeAlgorithm, NanModelIsReportedNotMixed) {
   const nets::Layout lay = make_layout({32});
   const Schedule ring = schedule("ring", 4);
-  auto t = make_local_transport(4);
-  auto a = make_algorithm(sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.1, 0.1),
-                          lay, ring, *t);
+  auto a = test::local_algorithm(sparse_spec(AlgorithmKind::kSparsePush, CompressorKind::kTopK, 0.1, 0.1),
+                          lay, ring);
   nets::NodeMatrix x0 = random_x0(4, 32, 1);
   x0.row(2)[5] = std::nanf("");
   a->init(x0);
-  EXPECT_THROW(a->communicate(0, 0), std::invalid_argument);
+  try {
+    a->communicate(0, 0);
+    ADD_FAILURE() << "a NaN model was mixed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN"), std::string::npos) << e.what();
+  }
+  // Nothing was mixed: the other nodes' models are as they were.
+  for (int r : {0, 1, 3})
+    EXPECT_EQ(std::memcmp(a->x().row(r), x0.row(r), 32 * sizeof(float)), 0) << "node " << r;
+  EXPECT_EQ(a->stats().rounds, 0u);
 }
 
 }  // namespace

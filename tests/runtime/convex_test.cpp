@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "spush/nets/optim.h"
+#include "engine_util.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/topology.h"
-#include "spush/runtime/transport.h"
 
 namespace spush::runtime {
 namespace {
@@ -287,7 +287,6 @@ TEST_P(ConvexAcceptance, ReachesTheCentralizedOptimum) {
                                     << h.lr << " decay " << h.decay << " eta " << h.eta);
 
   const Schedule schedule = make_schedule({.name = c.topology, .nodes = c.nodes});
-  auto transport = make_local_transport(c.nodes);
   AlgorithmSpec spec;
   spec.kind = algorithm_kind_from_string(c.algorithm);
   spec.eta = h.eta;
@@ -296,7 +295,7 @@ TEST_P(ConvexAcceptance, ReachesTheCentralizedOptimum) {
   spec.compressor.density = 0.01;
   spec.compressor.index_codec = kernels::IndexCodec::kLocal16;
   spec.layerwise = true;
-  auto algo = make_algorithm(spec, prob.layout(), schedule, *transport);
+  auto algo = test::local_algorithm(spec, prob.layout(), schedule);
   nets::NodeMatrix x0(c.nodes, d);  // common start 0
   algo->init(x0);
   const std::vector<float> start(d, 0.0f);

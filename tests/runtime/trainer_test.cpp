@@ -12,6 +12,7 @@
 
 #include "spush/nets/data.h"
 #include "spush/runtime/checkpoint.h"
+#include "thread_comm.h"
 #include "spush/runtime/topology.h"
 
 namespace spush::runtime {
@@ -69,7 +70,8 @@ class TrainerTest : public ::testing::Test {
   }
   static nlohmann::json run(const TrainConfig& c) {
     std::ostringstream log, progress;
-    Trainer t(c, log, progress);
+    auto comm = make_local_communicator(std::max(c.nodes, 1));
+    Trainer t(c, *comm, log, progress);
     return t.run();
   }
   static std::string slurp(const fs::path& p) {
@@ -86,8 +88,16 @@ TEST_F(TrainerTest, ShortRunLearnsAndWritesOutputs) {
   EXPECT_GT(summary["test_acc_avg_model"].get<double>(), 0.6) << summary.dump();
   EXPECT_GT(summary["compression_factor"].get<double>(), 3.0);
   const fs::path out = root_ / "learn";
-  for (const char* f : {"config.json", "metrics.jsonl", "checkpoint.ckpt", "summary.json"})
+  for (const char* f :
+       {"config.json", "metrics.jsonl", "checkpoint.json", "checkpoint-e3-r0.ckpt", "summary.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
+  // Older epochs' shards are gone once a later epoch is committed.
+  EXPECT_FALSE(fs::exists(out / "checkpoint-e2-r0.ckpt"));
+  const auto manifest = nlohmann::json::parse(slurp(out / "checkpoint.json"));
+  EXPECT_EQ(manifest["epochs_done"], 3);
+  EXPECT_EQ(manifest["ranks"], 1);
+  EXPECT_EQ(manifest["shards"][0]["file"], "checkpoint-e3-r0.ckpt");
+  EXPECT_EQ(summary["node_digests"].size(), 4u);
   std::ifstream m(out / "metrics.jsonl");
   int lines = 0;
   for (std::string line; std::getline(m, line); ++lines) {
@@ -115,7 +125,8 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
     full.norm = "batch";  // running statistics must be checkpointed too
     full.qgm = std::string(algo) == "choco";
     std::ostringstream log1, p1;
-    Trainer a(full, log1, p1);
+    auto comm = make_local_communicator(4);
+    Trainer a(full, *comm, log1, p1);
     a.run();
 
     TrainConfig part = full;
@@ -123,14 +134,14 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
     part.stop_after = 1;
     {
       std::ostringstream log, p;
-      Trainer b(part, log, p);
+      Trainer b(part, *comm, log, p);
       b.run();
       EXPECT_EQ(b.epochs_done(), 1);
     }
     part.stop_after = 0;
     part.resume = true;
     std::ostringstream log2, p2;
-    Trainer c(part, log2, p2);
+    Trainer c(part, *comm, log2, p2);
     c.run();
     ASSERT_EQ(c.epochs_done(), 3);
     const auto& xa = a.x();
@@ -152,7 +163,8 @@ template <typename E>
 void expect_error(const TrainConfig& c, const std::string& needle) {
   std::ostringstream log, progress;
   try {
-    Trainer t(c, log, progress);
+    auto comm = make_local_communicator(std::max(c.nodes, 1));
+    Trainer t(c, *comm, log, progress);
     ADD_FAILURE() << "expected an error containing '" << needle << "'";
   } catch (const E& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
@@ -187,7 +199,7 @@ TEST_F(TrainerTest, RejectsBadDataWithoutTouchingOutputs) {
   c.epochs = 1;
   run(c);
   const std::string metrics = slurp(root_ / "keep" / "metrics.jsonl");
-  const std::string ckpt = slurp(root_ / "keep" / "checkpoint.ckpt");
+  const std::string ckpt = slurp(root_ / "keep" / "checkpoint-e1-r0.ckpt");
 
   // Corrupt the training images: wrong magic.
   std::fstream f(root_ / "data" / "train-images-idx3-ubyte",
@@ -201,7 +213,7 @@ TEST_F(TrainerTest, RejectsBadDataWithoutTouchingOutputs) {
   c.data_dir = (root_ / "nowhere").string();
   expect_error<nets::DataError>(c, "nowhere");
   EXPECT_EQ(slurp(root_ / "keep" / "metrics.jsonl"), metrics);
-  EXPECT_EQ(slurp(root_ / "keep" / "checkpoint.ckpt"), ckpt);
+  EXPECT_EQ(slurp(root_ / "keep" / "checkpoint-e1-r0.ckpt"), ckpt);
 }
 
 TEST_F(TrainerTest, RefusesToReplaceARunUnlessAsked) {
@@ -218,34 +230,106 @@ TEST_F(TrainerTest, RejectsBadCheckpoints) {
   c.epochs = 2;
   c.stop_after = 1;
   run(c);
-  const fs::path ck = root_ / "ck" / "checkpoint.ckpt";
-  const std::string good = slurp(ck);
+  const fs::path ck = root_ / "ck" / "checkpoint-e1-r0.ckpt";
+  const fs::path manifest = root_ / "ck" / "checkpoint.json";
+  const std::string good = slurp(ck), good_manifest = slurp(manifest);
   c.stop_after = 0;
   c.resume = true;
+  auto put = [](const fs::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << text;
+  };
 
   // Mismatched settings.
   TrainConfig other = c;
   other.density = 0.5;
   expect_error<CheckpointError>(other, "density");
-  // Truncated and corrupted files.
-  { std::ofstream(ck, std::ios::binary | std::ios::trunc) << good.substr(0, good.size() / 2); }
+  // Truncated and corrupted shards.
+  put(ck, good.substr(0, good.size() / 2));
   expect_error<CheckpointError>(c, "checksum");
   {
     std::string bad = good;
     bad[bad.size() / 3] ^= 0x40;
-    std::ofstream(ck, std::ios::binary | std::ios::trunc) << bad;
+    put(ck, bad);
   }
   expect_error<CheckpointError>(c, "checksum");
-  {
-    std::ofstream(ck, std::ios::binary | std::ios::trunc)
-        << "this is not a checkpoint at all, just some text";
-  }
+  put(ck, "this is not a checkpoint at all, just some text");
   expect_error<CheckpointError>(c, "magic");
   fs::remove(ck);
+  expect_error<CheckpointError>(c, "cannot open");
+  put(ck, good);
+  // A manifest that is not JSON, or whose contents do not hold together.
+  put(manifest, "{\"format\": \"spush-train-checkpoint\", ");
+  expect_error<CheckpointError>(c, "not valid JSON");
+  auto edited = [&](auto f) {
+    nlohmann::json m = nlohmann::json::parse(good_manifest);
+    f(m);
+    put(manifest, m.dump());
+  };
+  edited([](nlohmann::json& m) { m["epochs_done"] = -3; });
+  expect_error<CheckpointError>(c, "inconsistent progress");
+  edited([](nlohmann::json& m) { m.erase("iteration"); });
+  expect_error<CheckpointError>(c, "missing or mistyped");
+  edited([](nlohmann::json& m) { m["iteration"] = "many"; });
+  expect_error<CheckpointError>(c, "missing or mistyped");
+  edited([](nlohmann::json& m) { m["ranks"] = 2; });
+  expect_error<CheckpointError>(c, "mpirun -np 2");
+  edited([](nlohmann::json& m) { m["shards"][0]["crc32"] = 12345; });
+  expect_error<CheckpointError>(c, "manifest");
+  edited([](nlohmann::json& m) { m["format"] = "something else"; });
+  expect_error<CheckpointError>(c, "not a spush-train checkpoint");
+  fs::remove(manifest);
   expect_error<CheckpointError>(c, "no checkpoint");
-  // Restore the good one: resuming works.
-  { std::ofstream(ck, std::ios::binary | std::ios::trunc) << good; }
+  // Restore the good ones: resuming works.
+  put(manifest, good_manifest);
   EXPECT_NO_THROW(run(c));
+}
+
+// The same run on 1, 2 and 3 ranks (threads of this process with an in-process communicator):
+// the same bits for every node, the same metrics (timings aside) and byte counts.
+TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
+  auto strip = [](nlohmann::json m) {
+    for (const char* k : {"images_per_sec", "epoch_seconds", "elapsed_seconds"}) m.erase(k);
+    return m;
+  };
+  std::map<int, std::vector<nlohmann::json>> metrics;
+  std::map<int, nlohmann::json> digests;
+  for (int ranks : {1, 2, 3}) {
+    TrainConfig c = config("ranks" + std::to_string(ranks));
+    c.nodes = 5;
+    c.epochs = 2;
+    c.algorithm = "choco";
+    c.norm = "batch";
+    std::vector<nlohmann::json> summaries(static_cast<size_t>(ranks));
+    test::on_ranks(ranks, c.nodes, [&](Communicator& comm) {
+      std::ostringstream log, progress;
+      Trainer t(c, comm, log, progress);
+      summaries[comm.rank()] = t.run();
+    });
+    digests[ranks] = summaries[0]["node_digests"];
+    for (int r = 1; r < ranks; ++r) EXPECT_EQ(summaries[r]["node_digests"], digests[ranks]);
+    std::ifstream m(fs::path(c.out) / "metrics.jsonl");
+    for (std::string line; std::getline(m, line);)
+      metrics[ranks].push_back(strip(nlohmann::json::parse(line)));
+    const auto manifest = nlohmann::json::parse(slurp(fs::path(c.out) / "checkpoint.json"));
+    EXPECT_EQ(manifest["shards"].size(), static_cast<size_t>(ranks));
+    for (int r = 0; r < ranks; ++r)
+      EXPECT_TRUE(fs::exists(fs::path(c.out) / ("checkpoint-e2-r" + std::to_string(r) + ".ckpt")));
+  }
+  ASSERT_EQ(metrics[1].size(), 2u);
+  for (int ranks : {2, 3}) {
+    EXPECT_EQ(digests[ranks], digests[1]) << ranks << " ranks";
+    ASSERT_EQ(metrics[ranks].size(), metrics[1].size());
+    for (size_t e = 0; e < metrics[1].size(); ++e)
+      EXPECT_EQ(metrics[ranks][e], metrics[1][e]) << ranks << " ranks, epoch " << e + 1;
+  }
+  // A resume needs as many ranks as wrote the checkpoint.
+  TrainConfig c = config("ranks2");
+  c.nodes = 5;
+  c.epochs = 3;
+  c.algorithm = "choco";
+  c.norm = "batch";
+  c.resume = true;
+  expect_error<CheckpointError>(c, "mpirun -np 2");
 }
 
 }  // namespace

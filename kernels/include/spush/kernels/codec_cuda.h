@@ -24,6 +24,9 @@ namespace spush::kernels {
 
 // What the GPU codec needs to know about a spec and a segment table, computed on the host.
 struct SparseWireLayout {
+  CompressorKind kind = CompressorKind::kTopK;
+  double density = 0.01;  // the spec's: sets the kept count of every bucket
+  int bits = 0;           // kFractional: q bits per kept value
   IndexCodec codec = IndexCodec::kRaw32;
   int nseg = 0;
   int64_t d = 0;        // row length
@@ -31,14 +34,16 @@ struct SparseWireLayout {
   int64_t block = 1;    // kBlockPosition block length B (power of two)
   int log2_block = 0;
   size_t index_bytes = 0;    // bytes of the index part
-  size_t payload_bytes = 0;  // index_bytes + 4 * k_total (== encoded_size on the CPU)
+  size_t value_bytes = 0;    // 4 * k_total fp32 values; kFractional: ceil(k_total q / 8) + 4 L nseg
+  size_t payload_bytes = 0;  // index_bytes + value_bytes (== encoded_size on the CPU)
   // [3 * (nseg + 1)]: segment offsets, k offsets, bit offset of each bucket's block-position
   // stream (the last entry is the stream's total bits). Upload to the device as is.
   std::vector<int64_t> tables;
 };
 
-// spec.kind must be kTopK or kRandomK (fp32 values); throws std::invalid_argument otherwise,
-// or when kLocal16 meets a bucket longer than 65536.
+// spec.kind must be a sparse kind (kTopK, kRandomK, kFractional); throws
+// std::invalid_argument otherwise, or when kLocal16 meets a bucket longer than 65536. The GPU
+// codec below implements the kinds with fp32 values (kTopK, kRandomK); the CPU backend all three.
 SparseWireLayout sparse_wire_layout(const CompressorSpec& spec, SegmentView host_segs);
 
 // The smallest row pitch encode/decode accept: payload_bytes rounded up to a multiple of 4.

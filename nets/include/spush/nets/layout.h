@@ -41,24 +41,36 @@ class Layout {
 };
 
 // A host matrix of `rows` rows of `d` floats, zero-initialized, leading dimension ld >= d.
+// A matrix either owns its storage or is a view of memory owned elsewhere (view(): the rows of
+// an algorithm's backend buffer, for instance); copying either kind gives an owning copy.
 class NodeMatrix {
  public:
   NodeMatrix() = default;
   NodeMatrix(int64_t rows, int64_t d);
+  // A non-owning view of rows x d floats at data with leading dimension ld >= d.
+  static NodeMatrix view(float* data, int64_t rows, int64_t d, int64_t ld);
+  NodeMatrix(const NodeMatrix& other);
+  NodeMatrix& operator=(const NodeMatrix& other);
+  NodeMatrix(NodeMatrix&& other) noexcept;
+  NodeMatrix& operator=(NodeMatrix&& other) noexcept;
+  ~NodeMatrix() = default;
+
   int64_t rows() const { return rows_; }
   int64_t cols() const { return d_; }
   int64_t ld() const { return ld_; }
-  float* data() { return data_.data(); }
-  const float* data() const { return data_.data(); }
-  float* row(int64_t r) { return data_.data() + r * ld_; }
-  const float* row(int64_t r) const { return data_.data() + r * ld_; }
+  bool is_view() const { return data_ != nullptr && owned_.empty(); }
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  float* row(int64_t r) { return data_ + r * ld_; }
+  const float* row(int64_t r) const { return data_ + r * ld_; }
   void fill(float v);
   // Copies row contents (not padding) from another matrix of the same shape.
   void copy_from(const NodeMatrix& other);
 
  private:
   int64_t rows_ = 0, d_ = 0, ld_ = 0;
-  std::vector<float> data_;
+  std::vector<float> owned_;
+  float* data_ = nullptr;
 };
 
 // Row stride for d floats: d rounded up to a multiple of 16.

@@ -91,9 +91,10 @@ class NodeLoader {
 class MultiNodeLoader {
  public:
   // Throws std::invalid_argument if parts is empty or a node's loader cannot be built (the
-  // message names the node).
+  // message names the node). parts[i] belongs to node first_node + i: the node number keys its
+  // shuffles and augmentation, so a node draws the same batches whichever process hosts it.
   MultiNodeLoader(const Dataset& data, const std::vector<std::vector<int64_t>>& parts,
-                  const LoaderOptions& options);
+                  const LoaderOptions& options, int first_node = 0);
 
   int nodes() const { return static_cast<int>(loaders_.size()); }
   int batch() const { return batch_; }

@@ -37,7 +37,9 @@ class Checkpoint {
   }
   const std::vector<uint8_t>& blob(const std::string& name) const;
   const std::map<std::string, std::vector<uint8_t>>& blobs() const { return blobs_; }
-  std::string source;  // file it was read from (for error messages)
+  std::string source;      // file it was read from (for error messages)
+  uint64_t file_bytes = 0;  // size of the file it was read from
+  uint32_t crc32 = 0;       // its checksum (the file's last 4 bytes)
 
  private:
   std::map<std::string, std::vector<uint8_t>> blobs_;
@@ -45,7 +47,12 @@ class Checkpoint {
 
 // Writes to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the
 // directory: a crash leaves either the old file or the new one, never a partial file.
-void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
+// Returns the written file's size and checksum.
+struct WrittenCheckpoint {
+  uint64_t bytes = 0;
+  uint32_t crc32 = 0;
+};
+WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ckpt);
 Checkpoint read_checkpoint(const std::string& path);
 
 }  // namespace spush::runtime

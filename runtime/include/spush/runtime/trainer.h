@@ -1,14 +1,19 @@
-// The training driver: n nodes, each with its own model (a row of the node matrix), trained on
-// its partition of the data with a local optimizer, communicating with the gossip algorithm
-// along the schedule's graphs (docs/ALGORITHMS.md §3, §6, §9).
+// The training driver of one rank: the local nodes' models (rows of the node matrix), data
+// partitions, loaders, optimizer state and random streams, trained with the gossip algorithm
+// over the communicator (docs/ALGORITHMS.md; docs/DESIGN.md for the execution model). Every
+// node's trajectory depends on the settings alone, not on how many ranks share the nodes.
 //
-// Per iteration: z = x / u; gradients of every node's minibatch loss at z_i; optimizer step on
-// x; communicate + mix; (QGM) momentum update. Per epoch: evaluation (each node's z_i and the
-// averaged model on the test set), divergence, bytes, one metrics.jsonl line, a checkpoint.
-// All output goes to cfg.out: config.json, metrics.jsonl, checkpoint.ckpt, summary.json.
+// Per iteration: z = x / u; gradients of every local node's minibatch loss at z_i; optimizer
+// step on x; communicate + mix; (QGM) momentum update. Per epoch: evaluation (each node's z_i
+// and the averaged model on the test set), divergence, bytes, all reduced over the
+// communicator; rank 0 writes one metrics.jsonl line and prints the progress; every rank writes
+// its checkpoint shard and rank 0 commits the epoch's manifest once all shards are on disk.
+// Files in cfg.out (rank 0 unless said): config.json, metrics.jsonl, summary.json,
+// checkpoint.json (the manifest) and checkpoint-e<epoch>-r<rank>.ckpt (each rank's shard).
 //
 //   TrainConfig cfg; cfg.epochs = 2; cfg.out = "runs/x";
-//   Trainer trainer(cfg);          // validates, loads data, builds: throws before any output
+//   auto comm = make_communicator(cfg.transport, cfg.nodes, {cfg.comm_timeout});
+//   Trainer trainer(cfg, *comm, std::cout, std::cerr);  // validates, loads, builds; no output
 //   nlohmann::json summary = trainer.run();
 #pragma once
 #include <memory>
@@ -18,6 +23,7 @@
 #include <string>
 
 #include "spush/nets/layout.h"
+#include "spush/runtime/communicator.h"
 #include "spush/runtime/train_config.h"
 
 namespace spush::runtime {
@@ -29,19 +35,23 @@ struct DivergenceError : std::runtime_error {
 
 class Trainer {
  public:
-  // Validates cfg, loads the data, builds model, schedule, transport, algorithm and optimizer,
-  // and (with cfg.resume) reads and checks the checkpoint. Throws ConfigError, DataError,
-  // TopologyError, CheckpointError or std::invalid_argument without writing anything.
-  explicit Trainer(TrainConfig cfg, std::ostream& log, std::ostream& progress);
+  // Validates cfg, loads the data, builds model, schedule, algorithm and optimizer of the local
+  // nodes and (with cfg.resume) reads and checks the checkpoint: collectively, so that every
+  // rank throws when any rank failed (with one rank: the original ConfigError, DataError,
+  // TopologyError, CheckpointError or std::invalid_argument; with several: a
+  // std::runtime_error "rank r: ..."), without writing anything. cfg.nodes must equal
+  // comm.world_nodes(). log and progress are used on rank 0 only.
+  Trainer(TrainConfig cfg, Communicator& comm, std::ostream& log, std::ostream& progress);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Trains to cfg.epochs (or cfg.stop_after epochs of this invocation); returns the summary.
-  // Throws DivergenceError on a non-finite loss (the last checkpoint stays as it was).
+  // Trains to cfg.epochs (or cfg.stop_after epochs of this invocation); returns the summary
+  // (on every rank). Throws DivergenceError on a non-finite loss (the last checkpoint stays as
+  // it was), CommError when a rank is lost.
   nlohmann::json run();
 
-  // The push-sum numerators x (one row per node) and de-biased models z.
+  // The push-sum numerators x (one row per local node) and de-biased models z.
   const nets::NodeMatrix& x() const;
   const nets::NodeMatrix& z();
   const TrainConfig& config() const;

@@ -1,4 +1,4 @@
-// spush-bench: the benchmark cases (GPU ones in gpu_cases.cu, CPU ones in cpu_cases.cpp), the
+// spush-bench: the benchmark cases (GPU ones in gpu_cases.cpp, CPU ones in cpu_cases.cpp), the
 // input distributions, the ResNet-20 layer table, and the result rows the table and the JSON
 // report are built from. A case is described by CaseInfo and built lazily (buffers exist only
 // while it runs); cases with the same key() but another impl are its baselines.

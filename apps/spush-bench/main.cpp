@@ -2,7 +2,7 @@
 // CUDA events around each GPU run, a steady clock for CPU runs), inputs rotated past the L2,
 // and prints one row per case (median time, GB/s of the op's bytes floor, % of the D2D copy
 // bandwidth measured in the same run, speed-up over the CUB / unfused / CPU baselines of the
-// same shape), the targets, and a JSON report (--json FILE).
+// same shape), the targets of docs/BENCHMARKS.md, and a JSON report (--json FILE).
 // Usage: spush-bench [--quick] [--max-log2n N] [--json FILE] [--benchmark_filter=REGEX] ...
 // Its own flags go through the settings registry (runtime/settings.h); --benchmark_* flags are
 // passed to Google Benchmark.

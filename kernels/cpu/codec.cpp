@@ -1,5 +1,6 @@
 // Wire codecs for one compressed row (codec.h): payload sizes, encoding, strict decoding, and
-// the three sparse index codecs (raw32, local16, and the block position code of 003 §4.3.1).
+// the three sparse index codecs (raw32, local16, and the block position code of
+// [MV, Sec. 4.3.1], see docs/ALGORITHMS.md §2.5).
 // Sizes follow from the spec and the segment table alone (K per bucket = topk_count), so the
 // decoder checks the exact length first, then every index, count, level and parameter.
 // Bit streams use the BitWriter format (bit i = bit i%8 of byte i/8), packed 64 bits at a time.

@@ -1,6 +1,6 @@
 // Host side of the GPU wire codecs (codec_cuda.h): the layouts, computed from the spec and
-// the segment table alone. Plain C++, so that builds without CUDA have them too (the device
-// algorithms' host emulation uses them).
+// the segment table alone. Plain C++, so that builds without CUDA have them too (the engine
+// in runtime/src/engine.cpp uses them on every backend).
 #include <cstdint>
 #include <stdexcept>
 #include <string>

@@ -126,7 +126,8 @@ void compress_randomk(const CompressorSpec& spec, SegmentView segs, const std::v
   }
 }
 
-// Fractional quantizer (003 §4.3.2) on the top-K entries already in out.idx / out.val.
+// Fractional quantizer (docs/ALGORITHMS.md §2.2, after [MV, Sec. 4.3.2]) on the top-K entries
+// already in out.idx / out.val.
 // Per bucket, with vmax = max kept |v| and vmin = min NONZERO kept |v|, L = 2^(bits-1):
 // boundaries B_0 = vmax > B_1 > ... > B_L = vmin, B_j = vmax / a^j, a = (vmax/vmin)^(1/L),
 // computed without pow as geometric midpoints in double, B_mid = sqrt(B_lo * B_hi) (L is a

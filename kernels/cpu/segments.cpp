@@ -1,5 +1,5 @@
 // Per-segment top-K counts: K = max(1, ceil(density * len)) clamped to len (docs/ALGORITHMS.md
-// §2), and the prefix sums that place each segment's K entries in a flat output row.
+// §2.2), and the prefix sums that place each segment's K entries in a flat output row.
 // These run on the host only; device code receives the finished k_offsets table.
 #include "spush/kernels/segments.h"
 

@@ -1,6 +1,6 @@
 // Communication graphs and their schedules (docs/ALGORITHMS.md §1): the graph container with
 // its validation, the generators (rings, torus, exponential, fully connected, the rotating
-// 4-node rings of paper 000 Fig. 4/5), the edge-list file loader, time-varying schedules with
+// 4-node rings of [SP, Fig. 4, Fig. 5]), the edge-list file loader, time-varying schedules with
 // random link failures (counter-based hash of (seed, iteration, edge): no RNG state), and the
 // parser of topology specs ("ring", "torus:4x4", "rings4-3", "file:PATH", lists, ...).
 #include "spush/runtime/topology.h"

@@ -64,6 +64,10 @@ TEST(GossipGpu, AveragingTrajectoryEqualsTheCpu) {
           " --algorithm sparsepush --compressor qsgd --bits 2 --eta 0.05 --global-compression");
   compare(common + " --algorithm scsp --compressor topk --density 0.1 --scsp-final-rounds 30");
   compare(common + " --algorithm sgp --topology exponential");
+  compare(common + " --algorithm choco --compressor topk --density 0.05 --topology torus");
+  compare(
+      "--nodes 4 --topology rings4 --dim 5000 --segments 3 --rounds 200 --print-every 10 "
+      "--algorithm choco --compressor qsgd --bits 4");
   compare(
       "--nodes 4 --topology rings4 --dim 5000 --segments 3 --rounds 200 --print-every 10 "
       "--algorithm sparsepush --compressor topk --density 0.01 --eta 0.01");

@@ -1,8 +1,9 @@
 // Wire codec tests (codec.h, bitstream.h): every compressor kind x index codec round-trips
 // random rows bit for bit, payload sizes equal the analytic formulas, the block position code
-// of 003 §4.3.1 matches a reference built with BitWriter and costs ~log2(1/rho) + 2 bits per
-// index, and malformed payloads (truncated, extra bytes, bad indices, counts or levels) throw
-// errors that name the problem. Compressed rows are built by hand, not by the compressor.
+// of [MV, Sec. 4.3.1] (docs/ALGORITHMS.md §2.5) matches a reference built with BitWriter and
+// costs ~log2(1/rho) + 2 bits per index, and malformed payloads (truncated, extra bytes, bad
+// indices, counts or levels) throw errors that name the problem. Compressed rows are built by
+// hand, not by the compressor.
 #include "spush/kernels/codec.h"
 
 #include <gtest/gtest.h>
@@ -82,7 +83,8 @@ void expect_throw_with(const std::function<void()>& fn, const std::string& needl
 }
 
 // A hand-built Compressed row of the given kind, with values following the dequantization
-// formulas of the spec (written out here, independently of the library's dequant.h).
+// formulas of docs/ALGORITHMS.md §2.2 (written out here, independently of the library's
+// dequant.h).
 Compressed make_compressed(const CompressorSpec& spec, const Segs& segs, std::mt19937_64& rng) {
   Compressed c;
   c.kind = spec.kind;
@@ -334,7 +336,8 @@ TEST(Codec, BlockLength) {
   EXPECT_THROW(block_position_block(std::nan("")), std::invalid_argument);
 }
 
-// Reference block position encoder: BitWriter, one bit at a time, as 003 §4.3.1 describes.
+// Reference block position encoder: BitWriter, one bit at a time, as [MV, Sec. 4.3.1]
+// describes.
 std::vector<uint8_t> ref_block_encode(int64_t block, const Segs& segs,
                                       const std::vector<int32_t>& idx,
                                       const std::vector<int64_t>& counts) {

@@ -499,7 +499,7 @@ TEST(CompressFractional, IntervalsAndMeans) {
         vmax = std::max(vmax, double(std::fabs(kept[j])));
         vmin = std::min(vmin, double(std::fabs(kept[j])));
       }
-      // Paper numbering: I_l = [vmax / a^l, vmax / a^(l-1)], a = (vmax/vmin)^(1/L).
+      // [MV, Sec. 4.3.2] numbering: I_l = [vmax / a^l, vmax / a^(l-1)], a = (vmax/vmin)^(1/L).
       std::vector<double> sum(L, 0.0), lo(L, kInf), hi(L, 0.0);
       std::vector<int> count(L, 0);
       for (int64_t j = koff[b]; j < koff[b + 1]; ++j) {

@@ -1,7 +1,7 @@
 // Top-K on the GPU (topk_batched_cuda) against the CPU implementation (topk_batched_cpu), which
 // its own tests check against a full sort: indices compared exactly and values bit for bit, on
 // random inputs of many sizes (one item, many items, ragged last items), batched rows with
-// padding, layer tables with empty and length-1 segments, and the spec's edge cases (ties at
+// padding, layer tables with empty and length-1 segments, and the top-K edge cases (ties at
 // the K-th magnitude across work items, all-equal keys, +-inf, -0.0, denormals, narrow ranges,
 // K = 0, 1, length). NaN and inconsistent tables set the error flag.
 #include <algorithm>
@@ -88,7 +88,7 @@ std::vector<float> normal_values(uint32_t seed, size_t n) {
   return x;
 }
 
-// Value generators for the distributions of the spec's edge cases.
+// Value generators for the distributions of the top-K edge cases.
 std::vector<float> distribution(int kind, uint32_t seed, size_t n) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;

@@ -1,4 +1,4 @@
-// Partitions (ALGORITHMS.md §7) and per-node loaders: skew-s class histograms equal an
+// Partitions (docs/ALGORITHMS.md §7) and per-node loaders: skew-s class histograms equal an
 // independent evaluation of the §7 rule (closed-form SORTED slices + a separately written
 // Fisher-Yates for RANDOM), partitions are disjoint with the stated sizes, Dirichlet and
 // exclusive splits behave as documented, and loaders reshuffle per epoch reproducibly, cover

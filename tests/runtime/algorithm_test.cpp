@@ -301,7 +301,7 @@ TEST(SparsePush, AveragesAndKeepsTheNumeratorSum) {
 TEST(SparsePush, LargerEtaLeavesALargerConsensusFloor) {
   // On a static graph the floor grows with eta: at top-1%, eta = 0.05 stays much farther from
   // consensus than the default 0.005 (and eta = 0.2 diverged on an 8-ring in our runs, which
-  // is why 000 Table 5 pairs small densities with small eta).
+  // is why [SP, Table 5] pairs small densities with small eta).
   const nets::Layout lay = make_layout({600, 300, 100});
   const Schedule s = schedule("ring", 4);
   const nets::NodeMatrix x0 = random_x0(4, lay.size(), 9);
@@ -527,7 +527,7 @@ TEST(Choco, LinkFailuresKeepTheCopiesExact) {
 
 // ---- independent dense reference ------------------------------------------------------------
 
-// The update rules of ALGORITHMS.md §3 written out with the dense P of each round, in double:
+// The update rules of docs/ALGORITHMS.md §3 written out with the dense P of each round, in double:
 // top-K by a full sort (ties: lower index), CHOCO's s_i = sum_j P_ij(t) x~_j from the true
 // public copies. Only kSgp, kSparsePush and kChoco with top-K (or no compression) are modelled.
 class DenseReference {

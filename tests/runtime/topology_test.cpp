@@ -1,7 +1,8 @@
 // Topology layer: generators against brute-force neighbour sets and the literal matrices of
-// paper 000 Fig. 5, validation errors, edge-list files, schedule rotation, union connectivity,
-// random link failures (rate, column sums, determinism), doubly-stochastic detection, and a
-// plain push-sum run on the time-varying rings4-3 schedule reaching the exact average.
+// [SP, Fig. 5] (docs/ALGORITHMS.md §1), validation errors, edge-list files, schedule rotation,
+// union connectivity, random link failures (rate, column sums, determinism), doubly-stochastic
+// detection, and a plain push-sum run on the time-varying rings4-3 schedule reaching the exact
+// average.
 #include "spush/runtime/topology.h"
 
 #include <gtest/gtest.h>
@@ -197,7 +198,7 @@ TEST(Generators, Exponential) {
 }
 
 TEST(Generators, RotatingRings4MatchPaperFig5) {
-  // 000 Fig. 5 at eta = 1: P[dst][src]; even senders send 1/2, odd senders send 1/3.
+  // [SP, Fig. 5] at eta = 1: P[dst][src]; even senders send 1/2, odd senders send 1/3.
   const double h = 0.5, t = 1.0 / 3.0;
   const std::vector<std::vector<double>> ref = {
       {1 - h, 0, 0, t, h, 1 - t, 0, 0, 0, t, 1 - h, 0, 0, 0, h, 1 - t},

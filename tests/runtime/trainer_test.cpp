@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -12,6 +14,7 @@
 
 #include "spush/nets/data.h"
 #include "spush/runtime/checkpoint.h"
+#include "synthetic_data.h"
 #include "thread_comm.h"
 #include "spush/runtime/topology.h"
 
@@ -20,31 +23,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// 28x28 images: class c is a bright 6x6 square at one of 10 positions, plus noise.
-void write_synthetic(const fs::path& dir, const std::string& prefix, int count, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> noise(0, 60), cls(0, 9), jitter(-1, 1);
-  std::vector<uint8_t> pixels(static_cast<size_t>(count) * 784), labels(count);
-  for (int i = 0; i < count; ++i) {
-    const int c = cls(rng);
-    labels[i] = static_cast<uint8_t>(c);
-    uint8_t* img = pixels.data() + static_cast<size_t>(i) * 784;
-    for (int p = 0; p < 784; ++p) img[p] = static_cast<uint8_t>(noise(rng));
-    const int oy = 3 + (c / 5) * 12 + jitter(rng), ox = 2 + (c % 5) * 5 + jitter(rng);
-    for (int y = 0; y < 6; ++y)
-      for (int x = 0; x < 4; ++x) img[(oy + y) * 28 + ox + x] = 250;
-  }
-  nets::write_idx_images((dir / (prefix + "-images-idx3-ubyte")).string(), count, 28, 28, pixels,
-                         false);
-  nets::write_idx_labels((dir / (prefix + "-labels-idx1-ubyte")).string(), labels, false);
-}
+using test::write_synthetic;
 
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() /
             ("spush_trainer_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "data");
     write_synthetic(root_ / "data", "train", 512, 1);

@@ -12,9 +12,10 @@
 // Indices:
 //  kRaw32          K uint32 row-local indices
 //  kLocal16        K uint16 bucket-local indices (bucket length must be <= 65536)
-//  kBlockPosition  003 §4.3.1, per bucket: blocks of B = round(1/density) positions (B a power
-//                  of two, rounded up); for each kept index in a block a '1' then log2(B) bits
-//                  of its offset in the block; a '0' closes each block. One bit stream per row.
+//  kBlockPosition  [MV, Sec. 4.3.1] (docs/ALGORITHMS.md §2.5), per bucket: blocks of
+//                  B = round(1/density) positions (B a power of two, rounded up); for each kept
+//                  index in a block a '1' then log2(B) bits of its offset in the block; a '0'
+//                  closes each block. One bit stream per row.
 //                  Cost: log2(1/rho) + 1 bits per index + 1 bit per block (~ log2(1/rho) + 2).
 #pragma once
 #include <cstddef>

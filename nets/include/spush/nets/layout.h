@@ -1,4 +1,4 @@
-// Node-batched parameter storage (ARCHITECTURE.md): one matrix X[rows x d], row stride `ld`
+// Node-batched parameter storage (docs/DESIGN.md): one matrix X[rows x d], row stride `ld`
 // padded to a multiple of 16 floats (64 bytes), and a layout table of named segments
 // (layer tensors) that every row shares. A model's tensors are views into a row.
 //

@@ -1,6 +1,6 @@
 // Non-IID partitions of a labelled training set over n nodes (docs/ALGORITHMS.md §7): the
-// skew-s split of 000 Sec. 5 / 002, a Dirichlet(alpha) label split, and 001's exclusive label
-// split. Each returns one list of sample indices per node; the lists are disjoint.
+// skew-s split of [SP, Sec. 5] / [LP], a Dirichlet(alpha) label split, and [NIID]'s exclusive
+// label split. Each returns one list of sample indices per node; the lists are disjoint.
 // Randomness comes from std::mt19937_64 (its output sequence is fixed by the C++ standard) fed
 // through the helpers below, never through std::shuffle or std::*_distribution, so partitions
 // are identical with every standard library.
@@ -35,7 +35,7 @@ int64_t floor_tolerant(double x);
 
 // ---- partitions --------------------------------------------------------------------------------
 
-// Skew-s split (ALGORITHMS.md §7). With N = labels.size(), N_c the count of class c:
+// Skew-s split (docs/ALGORITHMS.md §7). With N = labels.size(), N_c the count of class c:
 //  1. for each class c in order 0..C-1, the first floor(s*N_c) samples of class c (in dataset
 //     order) go to SORTED (so SORTED is class-major), the rest to RANDOM (also class-major);
 //  2. RANDOM is shuffled by fisher_yates with std::mt19937_64(seed);
@@ -63,7 +63,7 @@ std::vector<std::vector<int64_t>> partition_dirichlet(const std::vector<int32_t>
                                                       int num_classes, int nodes, double alpha,
                                                       uint64_t seed);
 
-// 001's exclusive label split: every sample of class c goes to node c mod n (dataset order).
+// [NIID]'s exclusive label split: every sample of class c goes to node c mod n (dataset order).
 // Throws std::invalid_argument: nodes < 1, nodes > num_classes (a node would get no class), a
 // label outside [0, num_classes).
 std::vector<std::vector<int64_t>> partition_exclusive(const std::vector<int32_t>& labels,

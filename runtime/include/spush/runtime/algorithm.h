@@ -59,7 +59,7 @@ struct AlgorithmSpec {
 
 AlgorithmKind algorithm_kind_from_string(std::string_view name);  // throws, lists names
 const char* to_string(AlgorithmKind kind);
-// Averaging-rate defaults by density (docs/ALGORITHMS.md: 1 -> 1, 0.5 -> 0.08, 0.1 -> 0.01,
+// Averaging-rate defaults by density (docs/ALGORITHMS.md §3.7: 1 -> 1, 0.5 -> 0.08, 0.1 -> 0.01,
 // 0.01 -> 0.005, 0.001 -> 0.001; in between: the value of the nearest density above).
 double default_eta(double density);
 

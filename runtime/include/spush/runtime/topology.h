@@ -61,7 +61,7 @@ Graph bidirectional_ring(int n);  // i -> i+-1
 Graph torus(int rows, int cols);  // 2-D torus, 4 peers (fewer when a side is < 3)
 Graph fully_connected(int n);
 Graph exponential_graph(int n, int round);  // one peer: i -> i + 2^(round mod log2 n); n power of 2
-// The three 4-node directed rings of 000 Fig. 4/5 (index 0: 0>1>2>3>0, 1: 0>3>2>1>0,
+// The three 4-node directed rings of [SP, Fig. 4, Fig. 5] (index 0: 0>1>2>3>0, 1: 0>3>2>1>0,
 // 2: 0>2>1>3>0); even nodes keep 1/2 and send 1/2, odd nodes keep 2/3 and send 1/3.
 Graph rotating_ring4(int index);
 // Custom graph from a text file: '#' comments; first non-comment line "nodes N"; then one edge

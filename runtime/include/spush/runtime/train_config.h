@@ -26,7 +26,7 @@ struct TrainConfig {
   int bits = 8;
   std::string index_codec = "local16";  // raw32 | local16 | block
   bool global_compression = false;      // compress the whole vector instead of per layer
-  double eta = -1;                      // < 0: default for the density (ALGORITHMS.md §3)
+  double eta = -1;                      // < 0: default for the density (docs/ALGORITHMS.md §3.7)
   int local_steps = 1;
   int scsp_final_rounds = 40;
   bool scsp_final_with_updates = false;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "spush/nets/data.h"
+#include "synthetic_data.h"
 
 namespace {
 
@@ -128,24 +129,7 @@ TEST_F(TrainCli, ConfigFiles) {
   expect_error("--config " + (dir_ / "empty_out.json").string(), 2, "expected a directory");
 }
 
-// 28x28 images: class c is a bright square at one of 10 positions, plus noise.
-void write_synthetic(const fs::path& dir, const std::string& prefix, int count, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> noise(0, 60), cls(0, 9);
-  std::vector<uint8_t> pixels(static_cast<size_t>(count) * 784), labels(count);
-  for (int i = 0; i < count; ++i) {
-    const int c = cls(rng);
-    labels[i] = static_cast<uint8_t>(c);
-    uint8_t* img = pixels.data() + static_cast<size_t>(i) * 784;
-    for (int p = 0; p < 784; ++p) img[p] = static_cast<uint8_t>(noise(rng));
-    const int oy = 3 + (c / 5) * 12, ox = 2 + (c % 5) * 5;
-    for (int y = 0; y < 6; ++y)
-      for (int x = 0; x < 4; ++x) img[(oy + y) * 28 + ox + x] = 250;
-  }
-  spush::nets::write_idx_images((dir / (prefix + "-images-idx3-ubyte")).string(), count, 28, 28,
-                                pixels, false);
-  spush::nets::write_idx_labels((dir / (prefix + "-labels-idx1-ubyte")).string(), labels, false);
-}
+using spush::test::write_synthetic;
 
 TEST_F(TrainCli, ConfigJsonOfARunIsAcceptedBackAndMetricsUseTheSharedNames) {
   fs::create_directories(dir_ / "data");

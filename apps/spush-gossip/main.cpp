@@ -17,6 +17,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spush/kernels/device.h"
@@ -439,7 +440,7 @@ int run(const Options& o) {
         const float lr = static_cast<float>(o.lr / (1.0 + o.lr_decay * static_cast<double>(t)));
         optimizer->step(algo->x(), grads, lr);
         algo->communicate(t, epoch);
-        optimizer->after_mix(algo->x(), lr);
+        optimizer->after_mix(std::as_const(*algo).x(), lr);  // reads x: z stays valid
       } else {
         algo->communicate(t, epoch);
       }

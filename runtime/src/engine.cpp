@@ -719,6 +719,13 @@ nets::NodeMatrix& Algorithm::x() {
   return s.x_view;
 }
 
+const nets::NodeMatrix& Algorithm::x() const {
+  if (!backend_.host_memory())
+    throw std::logic_error(fmt::format(
+        "{}: x lives in {} device memory; use download_x", to_string(spec_.kind), backend_.name()));
+  return impl_->x_view;
+}
+
 const nets::NodeMatrix& Algorithm::z() {
   Impl& s = *impl_;
   if (!backend_.host_memory())

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "spush/kernels/backend.h"
 #include "spush/nets/data.h"
@@ -661,7 +662,7 @@ struct Trainer::Impl {
 
   // Per-node CRC32 of x and u: a fingerprint of the final state for comparing runs.
   nlohmann::json node_digests() {
-    const nets::NodeMatrix& x = algo->x();
+    const nets::NodeMatrix& x = std::as_const(*algo).x();
     std::vector<uint32_t> mine(static_cast<size_t>(local));
     for (int r = 0; r < local; ++r) {
       uLong c = crc32(0L, Z_NULL, 0);
@@ -764,7 +765,7 @@ struct Trainer::Impl {
           algo->gossip_rounds(1, iteration, epoch);
         else
           algo->communicate(iteration, epoch);
-        opt->after_mix(algo->x(), lr);
+        opt->after_mix(std::as_const(*algo).x(), lr);  // reads x: z stays valid
 
         if (root && !cfg.quiet && (tty || seconds_since(last_print) > 15) &&
             seconds_since(last_print) > 0.5) {
@@ -873,7 +874,7 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm, std::ostream& log, std::os
 }
 Trainer::~Trainer() = default;
 nlohmann::json Trainer::run() { return impl_->run(); }
-const nets::NodeMatrix& Trainer::x() const { return impl_->algo->x(); }
+const nets::NodeMatrix& Trainer::x() const { return std::as_const(*impl_->algo).x(); }
 const nets::NodeMatrix& Trainer::z() { return impl_->algo->z(); }
 const TrainConfig& Trainer::config() const { return impl_->cfg; }
 int Trainer::epochs_done() const { return impl_->epochs_done; }

@@ -91,6 +91,7 @@ class Algorithm {
   // Host views of the backend's x and z = x / u (the cpu backend; the cuda backend throws:
   // use download_x / download_z). Writing through x() is how the local optimizer steps.
   nets::NodeMatrix& x();
+  const nets::NodeMatrix& x() const;  // reading only: z stays valid
   const nets::NodeMatrix& z();
   // Copies x or z into out (resized to [local_nodes x d]); any backend.
   void download_x(nets::NodeMatrix& out);

@@ -30,6 +30,7 @@
 #include "spush/runtime/json_out.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/settings.h"
+#include "spush/runtime/stop.h"
 #include "spush/runtime/topology.h"
 #include "spush/runtime/version.h"
 
@@ -99,10 +100,12 @@ void declare(rt::Settings& s, Options& o) {
   s.section("problem");
   s.add("mode", o.mode, "averaging (random vectors) | logistic (convex problem)")
       .one_of({"averaging", "logistic"});
-  s.add("rounds", o.rounds, "iterations (plus --scsp-final-rounds for scsp)").at_least(0);
-  s.add("dim", o.dim, "vector / model dimension d").at_least(1);
+  s.add("rounds", o.rounds, "iterations (plus --scsp-final-rounds for scsp), 0..2^40")
+      .in_range(0, int64_t{1} << 40);
+  s.add("dim", o.dim, "vector / model dimension d, 1..2^31-1").in_range(1, int64_t{INT32_MAX});
   s.add("segments", o.segments, "segments (layers) d is cut into, at most --dim").at_least(1);
-  s.add("samples", o.samples, "logistic: samples generated per node").at_least(1);
+  s.add("samples", o.samples, "logistic: samples generated per node, 1..2^24")
+      .in_range(1, int64_t{1} << 24);
   s.add("batch", o.batch, "logistic: minibatch size per node (0: full batch)").at_least(0);
   s.add("skew", o.skew, "logistic: label skew s in [0, 1] (0: IID)").in_range(0.0, 1.0);
   s.add("lambda", o.lambda, "logistic: L2 regularization of the objective, > 0").above(0.0);
@@ -150,6 +153,14 @@ void validate_options(const Options& o) {
   check(o.segments <= o.dim,
         fmt::format("invalid setting segments = {}: expected an integer in [1, dim = {}]",
                     o.segments, o.dim));
+  rt::check_compression(o.compressor, o.bits);
+  // The vectors of every node and the message tables: about 8 rows of d floats per node.
+  rt::check_memory("dim", std::to_string(o.dim),
+                   8.0 * 4.0 * static_cast<double>(o.dim) * o.nodes +
+                       (o.mode == "logistic" ? 4.0 * static_cast<double>(o.dim) * o.nodes *
+                                                   static_cast<double>(o.samples)
+                                             : 0.0),
+                   fmt::format("{} nodes of {} values", o.nodes, o.dim));
   check(o.target_gap == 0 || o.mode == "logistic",
         fmt::format("invalid setting target-gap = {}: expected 0 (off) unless --mode logistic",
                     o.target_gap));
@@ -424,6 +435,7 @@ int run(const Options& o) {
   const auto started = std::chrono::steady_clock::now();
   std::optional<Row> reached;
   Row last;
+  bool stopped = false;
   const bool scsp = algo->spec().kind == rt::AlgorithmKind::kScsp;
   const int64_t total = o.rounds + (scsp ? o.scsp_final_rounds : 0);
   for (int64_t t = 0; t < total; ++t) {
@@ -448,6 +460,16 @@ int run(const Options& o) {
       algo->gossip_rounds(1, t, epoch);  // SCSP's uncompressed final phase
     }
     const int64_t round = t + 1;
+    // SIGINT / SIGTERM: stop after this round on every rank, with a last row and the summary.
+    const bool stop_now = comm->ranks() == 1
+                              ? rt::stop_requested() != 0
+                              : comm->sum_over_ranks(rt::stop_requested() != 0 ? 1.0 : 0.0) > 0;
+    if (stop_now && round < total) {
+      last = measure(round, logistic);
+      printer.row(last);
+      stopped = true;
+      break;
+    }
     const bool print = round % o.print_every == 0 || round == total;
     const bool check_target = o.target_gap > 0 && !reached;
     if (print || check_target) {
@@ -462,7 +484,7 @@ int run(const Options& o) {
   // The last measure() read the state back, so on the GPU every round has finished here.
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (!root) return 0;
+  if (!root) return stopped ? rt::kExitStopped : 0;
   fmt::print(
       "summary: rounds {} consensus_error {:.6e} objective_gap {} bytes_per_node {:.0f} "
       "bytes_per_node_paper {:.0f} compression_factor {:.3f}\n",
@@ -472,6 +494,10 @@ int run(const Options& o) {
       "time: {:.3f} s for {} rounds on the {} ({:.3f} ms per round, printed rows included)\n",
       seconds, last.round, backend->host_memory() ? "CPU" : "GPU",
       last.round > 0 ? 1e3 * seconds / static_cast<double>(last.round) : 0.0);
+  if (stopped)
+    fmt::print("stopped by {} after round {}\n",
+               rt::stop_requested() ? rt::signal_name(rt::stop_requested()) : "a signal to another rank",
+               last.round);
   if (o.target_gap > 0) {
     if (reached)
       fmt::print(
@@ -482,7 +508,7 @@ int run(const Options& o) {
     else
       fmt::print("target: objective_gap {} not reached in {} rounds\n", o.target_gap, total);
   }
-  return 0;
+  return stopped ? rt::kExitStopped : 0;
 }
 
 }  // namespace
@@ -505,6 +531,7 @@ int main(int argc, char** argv) {
   try {
     settings.validate();
     rt::apply_threads(o.threads);
+    rt::install_stop_handlers();
     return run(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -1,9 +1,10 @@
 // spush-train: decentralized training of a network over a simulated graph of nodes.
 // Every setting is a flag and a key of an optional JSON config file (--config FILE); flags
 // given on the command line override the file. See docs/TRAINING.md.
-// Exit status: 0 done, 1 error (invalid setting, data, checkpoint), 2 malformed command line or
-// config file, 3 training diverged, 4 a rank was lost (mpirun). Under mpirun every rank runs
-// this program; rank 0 prints and writes (docs/DISTRIBUTED.md).
+// Exit status: 0 done, 1 error (invalid setting, data, checkpoint, output), 2 malformed command
+// line or config file, 3 training diverged, 4 a rank was lost (mpirun), 5 stopped by SIGINT or
+// SIGTERM after writing a checkpoint (continue with --resume). Under mpirun every rank runs this
+// program; rank 0 prints and writes (docs/DISTRIBUTED.md).
 #include <fmt/format.h>
 
 #include <iostream>
@@ -11,6 +12,7 @@
 
 #include "spush/runtime/communicator.h"
 #include "spush/runtime/settings.h"
+#include "spush/runtime/stop.h"
 #include "spush/runtime/trainer.h"
 
 int main(int argc, char** argv) {
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  spush::runtime::install_stop_handlers();
   std::unique_ptr<spush::runtime::Communicator> comm;
   const bool root = spush::runtime::launch_info().rank == 0;
   try {
@@ -56,8 +59,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    trainer->run();
-    return 0;
+    const auto summary = trainer->run();
+    return summary.value("stopped", false) ? spush::runtime::kExitStopped : 0;
   } catch (const spush::runtime::DivergenceError& e) {
     return fail(3, e);
   } catch (const spush::runtime::CommError& e) {

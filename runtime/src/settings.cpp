@@ -594,6 +594,37 @@ std::string Settings::help() const {
 
 // ---- shared groups ---------------------------------------------------------------------------
 
+void check_compression(const std::string& compressor, int bits) {
+  kernels::CompressorKind kind;
+  try {
+    kind = kernels::compressor_kind_from_string(compressor);
+  } catch (const std::invalid_argument&) {
+    return;  // the compressor setting's own rule reports it
+  }
+  if (kind == kernels::CompressorKind::kQsgd && bits != 1 && bits != 2 && bits != 4 && bits != 8)
+    throw ConfigError(
+        fmt::format("invalid setting bits = {}: expected 1, 2, 4 or 8 with compressor qsgd", bits));
+  if (kind == kernels::CompressorKind::kFractional && (bits < 2 || bits > 9))
+    throw ConfigError(fmt::format(
+        "invalid setting bits = {}: expected 2..9 with compressor fractional", bits));
+}
+
+void check_memory(const std::string& key, const std::string& value, double bytes,
+                  const std::string& what) {
+  std::ifstream in("/proc/meminfo");
+  double available = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    available = std::strtod(line.c_str() + 13, nullptr) * 1024.0;  // the value is in kB
+    break;
+  }
+  if (available <= 0 || bytes <= available) return;
+  throw ConfigError(fmt::format(
+      "invalid setting {} = {}: the run needs about {:.1f} GiB for {}, but {:.1f} GiB of memory "
+      "are available",
+      key, value, bytes / (1 << 30), what, available / (1 << 30)));
+}
+
 std::pair<std::string, int64_t> parse_schedule(const std::string& schedule) {
   const auto colon = schedule.find(':');
   const std::string unit = schedule.substr(0, colon);
@@ -613,7 +644,9 @@ std::pair<std::string, int64_t> parse_schedule(const std::string& schedule) {
 
 void declare_graph(Settings& s, const GraphFields& f) {
   s.section("graph");
-  s.add("nodes", f.nodes, "number of nodes, >= 1").at_least(1);
+  // A node count beyond what any graph here runs (and what a topology file may declare, see
+  // runtime/src/topology.cpp) is a typo: refused before anything is sized from it.
+  s.add("nodes", f.nodes, "number of nodes, 1..65536").in_range(1, kMaxNodes);
   s.add("topology", f.topology,
         "ring | bidir-ring | torus | torus:RxC | exponential | full | rings4 | rings4-3 | "
         "file:PATH, or a comma-separated list to rotate")
@@ -669,11 +702,12 @@ void declare_execution(Settings& s, const ExecutionFields& f) {
   s.add("device", f.device, "auto | cpu | cuda").one_of({"auto", "cpu", "cuda"});
   s.add("transport", f.transport,
         "how nodes exchange messages: local (every node in this process) | mpi (one process per "
-        "node) | auto")
+        "rank, started by mpirun) | auto (mpi when started by mpirun with several ranks)")
       .one_of({"local", "mpi", "auto"});
   s.add("comm-timeout", f.comm_timeout,
-        "seconds a node waits for a message before the run fails, > 0")
-      .above(0.0);
+        "seconds a rank waits for another before declaring it lost, in (0, 1e6]")
+      .above(0.0)
+      .at_most(1e6);
   // 1024 is far above the cores of any machine this runs on; the bound catches typos (10000)
   // that would start thousands of OpenMP threads.
   s.add("threads", f.threads, "OpenMP threads (0: the OpenMP default), at most 1024")

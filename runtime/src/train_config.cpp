@@ -48,7 +48,8 @@ void TrainConfig::declare(Settings& s) {
       .one_of({"skew", "dirichlet", "exclusive"});
   s.add("skew", skew, "label skew s in [0, 1] (0: IID)").in_range(0.0, 1.0);
   s.add("alpha", alpha, "Dirichlet concentration (partition dirichlet), > 0").above(0.0);
-  s.add("augment-pad", augment_pad, "random-crop padding in pixels (0: off)").at_least(0);
+  s.add("augment-pad", augment_pad, "random-crop padding in pixels, 0..64 (0: off)")
+      .in_range(0, 64);
   s.add("augment-flip", augment_flip, "random horizontal flips");
   s.add("eval-samples", eval_samples, "test samples per evaluation (0: the whole test set)")
       .at_least(0);
@@ -90,6 +91,7 @@ void TrainConfig::validate() const {
   check(warmup_epochs < epochs, "warmup-epochs", fmt::format("{}", warmup_epochs),
         "an integer in [0, epochs)");
   check(!(resume && overwrite), "resume", "true", "not together with overwrite");
+  check_compression(compressor, bits);
 }
 
 std::pair<std::string, int64_t> TrainConfig::schedule_period() const {

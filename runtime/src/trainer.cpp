@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <omp.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -29,6 +31,8 @@
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/checkpoint.h"
 #include "spush/runtime/json_out.h"
+#include "spush/runtime/settings.h"
+#include "spush/runtime/stop.h"
 #include "spush/runtime/topology.h"
 #include "spush/runtime/version.h"
 
@@ -56,8 +60,9 @@ std::string fmt_duration(double s) {
                    : fmt::format("{}m{:02}s", t / 60, t % 60);
 }
 
-std::string shard_name(int epochs_done, int rank) {
-  return fmt::format("checkpoint-e{}-r{}.ckpt", epochs_done, rank);
+// A shard is named by the iteration it was taken after (epoch ends, or a stop by a signal).
+std::string shard_name(int64_t iteration, int rank) {
+  return fmt::format("checkpoint-i{}-r{}.ckpt", iteration, rank);
 }
 
 // A stream that drops everything (the log of ranks other than 0).
@@ -92,9 +97,13 @@ struct Trainer::Impl {
   int64_t iters_per_epoch = 0;
   int epochs_done = 0;
   int64_t iteration = 0;
+  int64_t in_epoch = 0;  // iterations done in the epoch under way (a stop in mid-epoch)
+  // The epoch under way: per local node, the sum of minibatch losses and of correct answers.
+  std::vector<double> node_loss, node_correct;
+  CommStats epoch_start_stats;  // this rank's counts when the epoch under way began
+  std::vector<std::string> metrics_lines;  // metrics.jsonl, rewritten whole (atomically)
   double elapsed_before = 0;  // training seconds of earlier invocations (resume)
   bool resumed = false;
-  std::vector<std::string> kept_metrics;  // metrics lines of the epochs before a resume
 
   Impl(TrainConfig c, Communicator& cm, std::ostream& l, std::ostream& p)
       : cfg(std::move(c)),
@@ -197,7 +206,18 @@ struct Trainer::Impl {
     std::vector<std::vector<int64_t>> mine(parts.begin() + first, parts.begin() + first + local);
     loader = std::make_unique<nets::MultiNodeLoader>(train, mine, lo, first);
 
+    if (cfg.augment_pad > std::min(train.h, train.w))
+      throw ConfigError(fmt::format("invalid setting augment-pad = {}: expected at most the image "
+                                    "size ({} x {})",
+                                    cfg.augment_pad, train.h, train.w));
     model = nets::make_model(model_spec());
+    // Before any per-node buffer: a node count the machine cannot hold is a clear error, not a
+    // failed allocation. About a dozen rows of d floats per local node (model, gradients,
+    // optimizer and gossip state, message tables).
+    check_memory("nodes", std::to_string(cfg.nodes),
+                 12.0 * 4.0 * static_cast<double>(nets::padded_ld(model->num_params())) * local +
+                     4.0 * static_cast<double>(cfg.batch) * local * static_cast<double>(train.sample_size()),
+                 fmt::format("{} nodes of {} parameters in this process", local, model->num_params()));
     if (root) {
       avg_model = nets::make_model(model_spec());
       avg_model->set_nodes(1);
@@ -260,6 +280,23 @@ struct Trainer::Impl {
           cfg.out));
     if (fs::exists(out) && !fs::is_directory(out))
       throw ConfigError(fmt::format("invalid setting out = '{}': not a directory", cfg.out));
+    // The folder (or the nearest existing folder above it, where it will be made) must be
+    // writable; checked without creating anything.
+    std::error_code ec;
+    fs::path probe = fs::absolute(out, ec);
+    while (!probe.empty() && !fs::exists(probe, ec) && probe.has_parent_path() &&
+           probe.parent_path() != probe)
+      probe = probe.parent_path();
+    if (!fs::is_directory(probe, ec))
+      throw ConfigError(fmt::format("invalid setting out = '{}': '{}' is not a directory",
+                                    cfg.out, probe.string()));
+    struct statvfs fsinfo {};
+    if (::access(probe.c_str(), W_OK | X_OK) != 0 ||
+        (::statvfs(probe.c_str(), &fsinfo) == 0 && (fsinfo.f_flag & ST_RDONLY)))
+      throw ConfigError(fmt::format("invalid setting out = '{}': cannot write in '{}' ({})",
+                                    cfg.out, probe.string(),
+                                    (fsinfo.f_flag & ST_RDONLY) ? "read-only file system"
+                                                                : std::strerror(errno)));
   }
 
   // ---- checkpoints ----------------------------------------------------------------------
@@ -273,6 +310,7 @@ struct Trainer::Impl {
     ck.meta["config"] = cfg.trajectory_json();
     ck.meta["epochs_done"] = epochs_done;
     ck.meta["iteration"] = iteration;
+    ck.meta["in_epoch"] = in_epoch;
     ck.meta["rank"] = comm.rank();
     ck.meta["ranks"] = comm.ranks();
     ck.meta["first_node"] = first;
@@ -281,10 +319,13 @@ struct Trainer::Impl {
     algo->save_state([&](const std::string& name, const float* data, int64_t count) {
       ck.put_floats("algo/" + name, data, count);
     });
-    const CommStats& cs = algo->stats();
-    const double stats[5] = {static_cast<double>(cs.rounds), static_cast<double>(cs.bytes_actual),
-                             cs.bytes_paper, cs.bytes_dense, static_cast<double>(cs.messages)};
-    ck.put_bytes("comm", stats, sizeof(stats));
+    for (const auto& [name, cs] : {std::pair<const char*, const CommStats*>{"comm", &algo->stats()},
+                                   {"epoch/comm", &epoch_start_stats}}) {
+      const double stats[5] = {static_cast<double>(cs->rounds),
+                               static_cast<double>(cs->bytes_actual), cs->bytes_paper,
+                               cs->bytes_dense, static_cast<double>(cs->messages)};
+      ck.put_bytes(name, stats, sizeof(stats));
+    }
     ck.put_floats("opt/momentum", opt->momentum().data(),
                   opt->momentum().rows() * opt->momentum().ld());
     ck.put_floats("opt/previous", opt->previous().data(),
@@ -297,6 +338,8 @@ struct Trainer::Impl {
       ls.push_back(s.position);
     }
     ck.put_bytes("loader", ls.data(), ls.size() * sizeof(int64_t));
+    ck.put_bytes("epoch/loss", node_loss.data(), node_loss.size() * sizeof(double));
+    ck.put_bytes("epoch/correct", node_correct.data(), node_correct.size() * sizeof(double));
     return ck;
   }
 
@@ -309,7 +352,7 @@ struct Trainer::Impl {
       uint32_t pad = 0;
     } mine;
     std::string error;
-    const std::string name = shard_name(epochs_done, comm.rank());
+    const std::string name = shard_name(iteration, comm.rank());
     try {
       const WrittenCheckpoint w = write_checkpoint((out / name).string(), make_shard());
       mine = {1, w.bytes, w.crc32, 0};
@@ -320,9 +363,9 @@ struct Trainer::Impl {
     comm.allgather_ranks(&mine, sizeof(mine), all.data());
     const std::string failed = comm.agree(error);
     if (!failed.empty())
-      throw CheckpointError(fmt::format("epoch {}: a checkpoint shard could not be written ({}); "
-                                        "the last committed checkpoint stays valid",
-                                        epochs_done, failed));
+      throw CheckpointError(fmt::format("iteration {}: a checkpoint shard could not be written "
+                                        "({}); the last committed checkpoint stays valid",
+                                        iteration, failed));
     // 2. Rank 0 commits the manifest once every shard is on disk.
     std::string commit_error;
     if (root) {
@@ -332,13 +375,14 @@ struct Trainer::Impl {
         m["version"] = version();
         m["epochs_done"] = epochs_done;
         m["iteration"] = iteration;
+        m["in_epoch"] = in_epoch;
         m["elapsed_seconds"] = elapsed;
         m["ranks"] = comm.ranks();
         m["nodes"] = cfg.nodes;
         m["shards"] = nlohmann::json::array();
         for (int r = 0; r < comm.ranks(); ++r)
           m["shards"].push_back({{"rank", r},
-                                 {"file", shard_name(epochs_done, r)},
+                                 {"file", shard_name(iteration, r)},
                                  {"bytes", all[r].bytes},
                                  {"crc32", all[r].crc}});
         write_text_atomic(out / kManifestFile, m.dump(2) + "\n");
@@ -348,25 +392,27 @@ struct Trainer::Impl {
     }
     const std::string committed = comm.agree(commit_error);
     if (!committed.empty())
-      throw CheckpointError(fmt::format("epoch {}: the checkpoint manifest could not be written "
-                                        "({}); the last committed checkpoint stays valid",
-                                        epochs_done, committed));
-    // 3. Shards of earlier epochs are no longer referenced.
-    remove_shards(comm.rank(), epochs_done);
+      throw CheckpointError(fmt::format("iteration {}: the checkpoint manifest could not be "
+                                        "written ({}); the last committed checkpoint stays valid",
+                                        iteration, committed));
+    // 3. Shards of earlier iterations are no longer referenced.
+    remove_shards(comm.rank(), iteration);
   }
 
-  // Removes the shard files of `rank` (any rank when rank < 0) except the one of epoch `keep`.
-  void remove_shards(int rank, int keep) {
+  // Removes the shard files of `rank` (any rank when rank < 0) except the one of iteration
+  // `keep`.
+  void remove_shards(int rank, int64_t keep) {
     std::error_code ec;
     if (!fs::is_directory(out, ec)) return;
     for (const auto& entry : fs::directory_iterator(out, ec)) {
       const std::string f = entry.path().filename().string();
-      int e = 0, r = 0;
+      long long i = 0;
+      int r = 0;
       char tail = 0;
-      if (std::sscanf(f.c_str(), "checkpoint-e%d-r%d.ckp%c", &e, &r, &tail) != 3 || tail != 't' ||
-          f != shard_name(e, r))
+      if (std::sscanf(f.c_str(), "checkpoint-i%lld-r%d.ckp%c", &i, &r, &tail) != 3 ||
+          tail != 't' || f != shard_name(i, r))
         continue;
-      if ((rank < 0 || r == rank) && !(r == rank && e == keep)) fs::remove(entry.path(), ec);
+      if ((rank < 0 || r == rank) && !(r == rank && i == keep)) fs::remove(entry.path(), ec);
     }
   }
 
@@ -396,6 +442,7 @@ struct Trainer::Impl {
     try {
       epochs_done = m.at("epochs_done").get<int>();
       iteration = m.at("iteration").get<int64_t>();
+      in_epoch = m.at("in_epoch").get<int64_t>();
       elapsed_before = m.at("elapsed_seconds").get<double>();
       ranks = m.at("ranks").get<int>();
       nodes = m.at("nodes").get<int>();
@@ -409,11 +456,13 @@ struct Trainer::Impl {
           "written by {} rank(s), this run has {}; resume with the same number of processes ({})",
           ranks, comm.ranks(),
           ranks == 1 ? "one process, without mpirun" : fmt::format("mpirun -np {}", ranks)));
-    if (epochs_done < 1 || iteration < 0 || iteration != epochs_done * iters_per_epoch ||
+    if (epochs_done < 0 || in_epoch < 0 || in_epoch >= iters_per_epoch ||
+        (epochs_done == 0 && in_epoch == 0) ||
+        iteration != static_cast<int64_t>(epochs_done) * iters_per_epoch + in_epoch ||
         !std::isfinite(elapsed_before) || elapsed_before < 0)
-      throw bad(fmt::format("inconsistent progress: epochs_done {}, iteration {} ({} iterations "
-                            "per epoch), elapsed {} s",
-                            epochs_done, iteration, iters_per_epoch, elapsed_before));
+      throw bad(fmt::format("inconsistent progress: epochs_done {}, iteration {}, in_epoch {} "
+                            "({} iterations per epoch), elapsed {} s",
+                            epochs_done, iteration, in_epoch, iters_per_epoch, elapsed_before));
     if (epochs_done >= cfg.epochs)
       throw bad(fmt::format("the run already finished its {} epochs", epochs_done));
     const nlohmann::json& shards = m.at("shards");
@@ -430,9 +479,9 @@ struct Trainer::Impl {
     } catch (const std::exception& e) {
       throw bad(fmt::format("shard entry of rank {}: {}", comm.rank(), e.what()));
     }
-    if (file != shard_name(epochs_done, comm.rank()))
+    if (file != shard_name(iteration, comm.rank()))
       throw bad(fmt::format("rank {}'s shard is '{}', expected '{}'", comm.rank(), file,
-                            shard_name(epochs_done, comm.rank())));
+                            shard_name(iteration, comm.rank())));
 
     const std::string path = (out / file).string();
     const Checkpoint ck = read_checkpoint(path);
@@ -442,26 +491,54 @@ struct Trainer::Impl {
           "with checksum {:08x} (a shard of another epoch or run?)",
           path, ck.file_bytes, ck.crc32, mpath, bytes, crc));
     check_shard_meta(ck, path);
-    algo->load_state([&](const std::string& name, float* data, int64_t count) {
-      ck.get_floats("algo/" + name, data, count);
-    });
-    double stats[5];
-    ck.get_bytes("comm", stats, sizeof(stats));
-    for (double v : stats)
-      if (!std::isfinite(v) || v < 0 || v > 9.0e15)
-        throw CheckpointError(fmt::format("checkpoint {}: communication counts are corrupt", path));
-    CommStats& cs = algo->stats_mutable();
-    cs.rounds = static_cast<uint64_t>(stats[0]);
-    cs.bytes_actual = static_cast<uint64_t>(stats[1]);
-    cs.bytes_paper = stats[2];
-    cs.bytes_dense = stats[3];
-    cs.messages = static_cast<uint64_t>(stats[4]);
-    ck.get_floats("opt/momentum", opt->momentum().data(),
-                  opt->momentum().rows() * opt->momentum().ld());
-    ck.get_floats("opt/previous", opt->previous().data(),
-                  opt->previous().rows() * opt->previous().ld());
-    for (const auto& b : model->buffers())
+    // The state must be finite: a checkpoint with a valid checksum may still hold garbage.
+    auto finite = [&](const std::string& name, const float* data, int64_t count) {
+      for (int64_t k = 0; k < count; ++k)
+        if (!std::isfinite(data[k]))
+          throw CheckpointError(fmt::format("checkpoint {}: entry '{}' holds a non-finite value "
+                                            "at {}",
+                                            path, name, k));
+    };
+    try {
+      algo->load_state([&](const std::string& name, float* data, int64_t count) {
+        ck.get_floats("algo/" + name, data, count);
+        finite("algo/" + name, data, count);
+      });
+    } catch (const std::invalid_argument& e) {
+      throw CheckpointError(fmt::format("checkpoint {}: {}", path, e.what()));
+    }
+    for (const auto& [name, cs] : {std::pair<const char*, CommStats*>{"comm", &algo->stats_mutable()},
+                                   {"epoch/comm", &epoch_start_stats}}) {
+      double stats[5];
+      ck.get_bytes(name, stats, sizeof(stats));
+      for (double v : stats)
+        if (!std::isfinite(v) || v < 0 || v > 9.0e15 || v != std::floor(v))
+          throw CheckpointError(
+              fmt::format("checkpoint {}: entry '{}': communication counts are corrupt", path, name));
+      cs->rounds = static_cast<uint64_t>(stats[0]);
+      cs->bytes_actual = static_cast<uint64_t>(stats[1]);
+      cs->bytes_paper = stats[2];
+      cs->bytes_dense = stats[3];
+      cs->messages = static_cast<uint64_t>(stats[4]);
+    }
+    for (nets::NodeMatrix* mat : {&opt->momentum(), &opt->previous()}) {
+      const std::string name = mat == &opt->momentum() ? "opt/momentum" : "opt/previous";
+      ck.get_floats(name, mat->data(), mat->rows() * mat->ld());
+      finite(name, mat->data(), mat->rows() * mat->ld());
+    }
+    for (const auto& b : model->buffers()) {
       ck.get_floats("model/" + b.name, b.data->data(), static_cast<int64_t>(b.data->size()));
+      finite("model/" + b.name, b.data->data(), static_cast<int64_t>(b.data->size()));
+    }
+    node_loss.assign(static_cast<size_t>(local), 0.0);
+    node_correct.assign(static_cast<size_t>(local), 0.0);
+    ck.get_bytes("epoch/loss", node_loss.data(), node_loss.size() * sizeof(double));
+    ck.get_bytes("epoch/correct", node_correct.data(), node_correct.size() * sizeof(double));
+    for (size_t r = 0; r < node_loss.size(); ++r)
+      if (!std::isfinite(node_loss[r]) || node_loss[r] < 0 || !(node_correct[r] >= 0) ||
+          node_correct[r] > static_cast<double>(in_epoch) * cfg.batch)
+        throw CheckpointError(
+            fmt::format("checkpoint {}: the epoch's loss or accuracy counts are corrupt", path));
     std::vector<int64_t> ls(2 * static_cast<size_t>(local));
     ck.get_bytes("loader", ls.data(), ls.size() * sizeof(int64_t));
     std::vector<nets::LoaderState> st(static_cast<size_t>(local));
@@ -479,7 +556,7 @@ struct Trainer::Impl {
       if (line.empty()) continue;
       try {
         if (nlohmann::json::parse(line).at("epoch").get<int>() <= epochs_done)
-          kept_metrics.push_back(line);
+          metrics_lines.push_back(line);
       } catch (const std::exception&) {
         // A damaged trailing line (crash while writing) is dropped.
       }
@@ -495,9 +572,10 @@ struct Trainer::Impl {
       throw bad("not a spush-train checkpoint shard");
     try {
       if (meta.at("epochs_done").get<int>() != epochs_done ||
-          meta.at("iteration").get<int64_t>() != iteration)
-        throw bad(fmt::format("holds epoch {}, the manifest epoch {}",
-                              meta.at("epochs_done").dump(), epochs_done));
+          meta.at("iteration").get<int64_t>() != iteration ||
+          meta.at("in_epoch").get<int64_t>() != in_epoch)
+        throw bad(fmt::format("holds iteration {}, the manifest iteration {}",
+                              meta.at("iteration").dump(), iteration));
       if (meta.at("rank").get<int>() != comm.rank() ||
           meta.at("ranks").get<int>() != comm.ranks() ||
           meta.at("first_node").get<int>() != first ||
@@ -695,8 +773,7 @@ struct Trainer::Impl {
   }
 
   // Communication counts of all ranks (exact: they are integers below 2^53).
-  CommStats global_stats() {
-    const CommStats& s = algo->stats();
+  CommStats global_stats(const CommStats& s) {
     CommStats g;
     g.rounds = s.rounds;
     g.bytes_actual = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.bytes_actual)));
@@ -706,6 +783,19 @@ struct Trainer::Impl {
     return g;
   }
 
+  // Whether any rank was asked to stop (SIGINT / SIGTERM): every rank calls this at the same
+  // points, so all of them stop after the same iteration.
+  bool stop_agreed() {
+    const double mine = stop_requested() != 0 ? 1.0 : 0.0;
+    return comm.ranks() == 1 ? mine > 0 : comm.sum_over_ranks(mine) > 0;
+  }
+
+  void write_metrics() {
+    std::string text;
+    for (const auto& l : metrics_lines) text += l + "\n";
+    write_text_atomic(out / kMetricsFile, text);
+  }
+
   nlohmann::json run() {
     if (root) {
       fs::create_directories(out);
@@ -713,21 +803,23 @@ struct Trainer::Impl {
         // --overwrite: the replaced run's checkpoint and summary must not outlive it.
         fs::remove(out / kManifestFile);
         fs::remove(out / kSummaryFile);
+        remove_shards(-1, -1);
       }
     }
-    if (root && !resumed) remove_shards(-1, -1);
     comm.barrier();  // the folder exists (on a shared file system) before any rank writes
     if (!resumed) remove_shards(comm.rank(), -1);
     if (root) {
       write_text_atomic(out / kConfigFile, cfg.to_json().dump(2) + "\n");
-      std::string text;
-      for (const auto& l : kept_metrics) text += l + "\n";
-      write_text_atomic(out / kMetricsFile, text);
+      write_metrics();
     }
     print_header();
     if (resumed)
-      log << fmt::format("resumed from {} after epoch {} (iteration {})\n",
-                         (out / kManifestFile).string(), epochs_done, iteration);
+      log << fmt::format("resumed from {} after epoch {}{} (iteration {})\n",
+                         (out / kManifestFile).string(), epochs_done,
+                         in_epoch ? fmt::format(" and {} iterations of epoch {}", in_epoch,
+                                                epochs_done + 1)
+                                  : std::string(),
+                         iteration);
 
     const bool is_scsp = cfg.algorithm == "scsp";
     const int64_t total_iters = iters_per_epoch * cfg.epochs;
@@ -735,15 +827,21 @@ struct Trainer::Impl {
     const int first_epoch = epochs_done;
     const bool tty = root && ::isatty(STDERR_FILENO) && !cfg.quiet;
     nlohmann::json last;
-    CommStats before_epoch = global_stats();
+    if (!resumed || in_epoch == 0) epoch_start_stats = algo->stats();
+    CommStats before_epoch = global_stats(epoch_start_stats);
+    int stopped_by = 0;  // the signal that stopped the run, if one did
 
-    for (int epoch = first_epoch; epoch < cfg.epochs; ++epoch) {
+    for (int epoch = first_epoch; epoch < cfg.epochs && !stopped_by; ++epoch) {
       const auto epoch_start = Clock::now();
       const float lr = lr_at(epoch);
-      std::vector<double> node_loss(static_cast<size_t>(local), 0.0);
-      std::vector<double> node_correct(static_cast<size_t>(local), 0.0);
+      const int64_t first_it = in_epoch;  // > 0 when resuming in the middle of this epoch
+      if (first_it == 0) {
+        node_loss.assign(static_cast<size_t>(local), 0.0);
+        node_correct.assign(static_cast<size_t>(local), 0.0);
+        epoch_start_stats = algo->stats();
+      }
       auto last_print = Clock::now();
-      for (int64_t it = 0; it < iters_per_epoch; ++it, ++iteration) {
+      for (int64_t it = first_it; it < iters_per_epoch; ++it) {
         input.resize(local, cfg.batch, train.c, train.h, train.w);
         labels.resize(static_cast<size_t>(local) * cfg.batch);
         loader->next_batch(input.data.data(), labels.data());
@@ -755,7 +853,8 @@ struct Trainer::Impl {
                 "training diverged: non-finite loss at epoch {} iteration {} on node {} (lr {}); "
                 "the last good checkpoint is {}",
                 epoch + 1, iteration, first + r, lr,
-                epochs_done > 0 ? (out / kManifestFile).string() : std::string("(none yet)")));
+                fs::exists(out / kManifestFile) ? (out / kManifestFile).string()
+                                                : std::string("(none yet)")));
           node_loss[r] += st.loss[r];
           node_correct[r] += static_cast<double>(st.correct[r]);
         }
@@ -766,15 +865,17 @@ struct Trainer::Impl {
         else
           algo->communicate(iteration, epoch);
         opt->after_mix(std::as_const(*algo).x(), lr);  // reads x: z stays valid
+        ++iteration;
+        in_epoch = it + 1;
 
         if (root && !cfg.quiet && (tty || seconds_since(last_print) > 15) &&
             seconds_since(last_print) > 0.5) {
           last_print = Clock::now();
           const double el = seconds_since(epoch_start);
-          const double seen = static_cast<double>(it + 1) * cfg.nodes * cfg.batch;
+          const double seen = static_cast<double>(it + 1 - first_it) * cfg.nodes * cfg.batch;
           const double rate = seen / el;
           const double left =
-              static_cast<double>(total_iters - iteration - 1) * cfg.nodes * cfg.batch / rate;
+              static_cast<double>(total_iters - iteration) * cfg.nodes * cfg.batch / rate;
           double loss_sum = 0;
           for (double l : node_loss) loss_sum += l;
           progress << fmt::format("{}epoch {}/{} iter {}/{} loss {:.4f} {:.0f} img/s ETA {}{}",
@@ -783,6 +884,18 @@ struct Trainer::Impl {
                                   fmt_duration(left), tty ? "   " : "\n");
           progress.flush();
         }
+        // A stop in the middle of an epoch saves the epoch so far; at its end the epoch
+        // finishes first (evaluation, metrics, its checkpoint).
+        if (it + 1 < iters_per_epoch && stop_agreed()) {
+          if (tty) progress << "\r" << std::string(80, ' ') << "\r" << std::flush;
+          save_checkpoint(elapsed_before + seconds_since(epoch_start));
+          stopped_by = std::max(stop_requested(), 1);
+          break;
+        }
+      }
+      if (stopped_by) {
+        elapsed_before += seconds_since(epoch_start);
+        break;
       }
       if (tty) progress << "\r" << std::string(80, ' ') << "\r" << std::flush;
       if (is_scsp && !cfg.scsp_final_with_updates && epoch == cfg.epochs - 1)
@@ -794,11 +907,11 @@ struct Trainer::Impl {
       m["epoch"] = epoch + 1;
       m["iteration"] = iteration;
       m["lr"] = lr;
-      m["train_loss"] =
-          comm.sum_over_nodes(node_loss.data()) / (static_cast<double>(iters_per_epoch) * cfg.nodes);
+      m["train_loss"] = comm.sum_over_nodes(node_loss.data()) /
+                        (static_cast<double>(iters_per_epoch) * cfg.nodes);
       m["train_acc"] = comm.sum_over_nodes(node_correct.data()) / seen;
       m.update(evaluate());
-      const CommStats cs = global_stats();
+      const CommStats cs = global_stats(algo->stats());
       const double denom = static_cast<double>(iters_per_epoch) * cfg.nodes;
       m["bytes_per_node_iter"] =
           static_cast<double>(cs.bytes_actual - before_epoch.bytes_actual) / denom;
@@ -809,15 +922,25 @@ struct Trainer::Impl {
       m["compression_factor"] = cs.compression_factor();
       m["compression_factor_paper"] = cs.bytes_paper > 0 ? cs.bytes_dense / cs.bytes_paper : 1.0;
       before_epoch = cs;
-      m["images_per_sec"] = seen / train_seconds;
+      // This invocation's share of the epoch (all of it unless it resumed in the middle).
+      m["images_per_sec"] = seen * static_cast<double>(iters_per_epoch - first_it) /
+                            static_cast<double>(iters_per_epoch) / train_seconds;
       m["epoch_seconds"] = seconds_since(epoch_start);
       double elapsed = elapsed_before + seconds_since(epoch_start);
       comm.broadcast(&elapsed, sizeof(elapsed), 0);  // rank 0's clock is the run's
       elapsed_before = elapsed;
       m["elapsed_seconds"] = elapsed_before;
       epochs_done = epoch + 1;
+      in_epoch = 0;
+      // The epoch's sums are in its metrics line: the checkpoint starts the next epoch afresh.
+      std::fill(node_loss.begin(), node_loss.end(), 0.0);
+      std::fill(node_correct.begin(), node_correct.end(), 0.0);
+      epoch_start_stats = algo->stats();
 
-      if (root) JsonLinesWriter(out / kMetricsFile, JsonLinesWriter::Mode::kAppend).write(m);
+      if (root) {
+        metrics_lines.push_back(m.dump());
+        write_metrics();
+      }
       save_checkpoint(elapsed_before);
       log << fmt::format(
           "{:>5} {:>9.4f} {:>7.2f}% {:>9.2f}%..{:>6.2f}% {:>7.2f}% {:>10.4g} "
@@ -829,6 +952,10 @@ struct Trainer::Impl {
           m["images_per_sec"].get<double>(), fmt_duration(m["epoch_seconds"].get<double>()));
       log.flush();
       last = m;
+      if (epoch + 1 < cfg.epochs && stop_agreed()) {
+        stopped_by = std::max(stop_requested(), 1);
+        break;
+      }
       if (cfg.stop_after > 0 && epoch + 1 - first_epoch >= cfg.stop_after &&
           epoch + 1 < cfg.epochs) {
         log << fmt::format(
@@ -838,10 +965,18 @@ struct Trainer::Impl {
         break;
       }
     }
+    if (stopped_by)
+      log << fmt::format(
+          "stopped by {} after iteration {} (epoch {}, {} of its {} iterations): checkpoint "
+          "written; continue with --resume --out {}\n",
+          stop_requested() ? signal_name(stop_requested()) : "a signal to another rank",
+          iteration, epochs_done + (in_epoch > 0 ? 1 : 0), in_epoch > 0 ? in_epoch : iters_per_epoch,
+          iters_per_epoch, cfg.out);
 
     nlohmann::json summary;
     summary["epochs_done"] = epochs_done;
     summary["finished"] = epochs_done >= cfg.epochs;
+    summary["stopped"] = stopped_by != 0;
     summary["iterations"] = iteration;
     summary["nodes"] = cfg.nodes;
     summary["ranks"] = comm.ranks();

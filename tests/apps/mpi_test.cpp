@@ -46,7 +46,7 @@ std::string slurp(const fs::path& p) {
 // and undefined-behaviour checks stay on; the programs' own code is leak-checked in process by
 // the trainer and communicator tests).
 std::string mpirun(int np) {
-  std::string cmd = "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 mpirun ";
+  std::string cmd = "env ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 mpirun ";
   if (::geteuid() == 0) cmd += "--allow-run-as-root ";
   return cmd + "--oversubscribe -x OMP_NUM_THREADS=1 -np " + std::to_string(np) + " ";
 }
@@ -281,6 +281,44 @@ class MpiFaults : public MpiTrain {
   // run about ten times slower).
   MpiFaults() { samples_ = std::getenv("SPUSH_SANITIZED") ? 2000 : 12000; }
 };
+
+// SIGTERM to mpirun (what a scheduler's preemption does): mpirun passes it on to every rank;
+// the ranks agree to stop after the same iteration, write the checkpoint of the epoch so far and
+// exit 5 (mpirun itself then exits non-zero), and --resume finishes identical to a run never
+// stopped.
+TEST_F(MpiFaults, SigtermToMpirunStopsEveryRankWithACheckpoint) {
+  const std::string args = train_args("term") + "--epochs 2";
+  const fs::path log = dir_ / "term.log";
+  const pid_t job = ::fork();
+  ASSERT_GE(job, 0);
+  if (job == 0) {
+    ::setpgid(0, 0);
+    const std::string cmd =
+        "exec " + mpirun(2) + kBin + "spush-train " + args + " > '" + log.string() + "' 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const fs::path manifest = dir_ / "term" / "checkpoint.json";
+  const auto t0 = Clock::now();
+  while (!fs::exists(manifest) && Clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(manifest)) << slurp(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_EQ(::kill(job, SIGTERM), 0);  // the shell exec'd mpirun: this is mpirun
+  int status = 0;
+  ASSERT_EQ(::waitpid(job, &status, 0), job);
+  const std::string text = slurp(log);
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  EXPECT_NE(text.find("stopped by SIGTERM"), std::string::npos) << text;
+  const auto m = nlohmann::json::parse(slurp(manifest));
+  EXPECT_GT(m.at("in_epoch").get<int>(), 0) << "not stopped in the middle of the epoch:\n" << text;
+  const Result resumed = run(mpirun(2) + kBin + "spush-train " + args + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  const Result whole = run(kBin + "spush-train " + train_args("term_whole") + "--epochs 2");
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  EXPECT_EQ(outcome("term").digests, outcome("term_whole").digests);
+  EXPECT_EQ(outcome("term").metrics, outcome("term_whole").metrics);
+}
 
 TEST_F(MpiFaults, KilledRankEndsTheJobAndTheRunResumes) {
   lost_rank_case(*this, SIGKILL, "killed", 20);

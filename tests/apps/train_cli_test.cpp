@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <thread>
+#include <chrono>
+#include <signal.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -96,6 +99,18 @@ TEST_F(TrainCli, BadArguments) {
   expect_error("--transport tcp", 1, "transport = 'tcp'");
   expect_error("--comm-timeout 0", 1, "comm-timeout = 0");
   expect_error("--algorithm gossipy", 1, "gossipy");
+  // Values that would size an allocation or a wait, and non-finite numbers.
+  expect_error("--nodes 100000", 1, "nodes = 100000");
+  expect_error("--nodes 2147483647", 1, "nodes = 2147483647");
+  expect_error("--comm-timeout 1e300", 1, "comm-timeout = 1e+300");
+  expect_error("--lr inf", 2, "--lr");
+  expect_error("--lr 1e999", 2, "--lr");
+  expect_error("--weight-decay inf", 2, "--weight-decay");
+  expect_error("--augment-pad 100000", 1, "augment-pad = 100000");
+  expect_error("--compressor qsgd --bits 3", 1, "bits = 3");
+  expect_error("--compressor fractional --bits 1", 1, "bits = 1");
+  expect_error("--epochs -1", 1, "epochs = -1");
+  expect_error("--seed -1", 2, "--seed");
 }
 
 // An unset shell variable in `--out=$DIR` must not make the next flag the output directory.
@@ -130,6 +145,102 @@ TEST_F(TrainCli, ConfigFiles) {
 }
 
 using spush::test::write_synthetic;
+
+// Small generated data in dir_/data and the flags of a short run on it.
+class TrainRun : public TrainCli {
+ protected:
+  void SetUp() override {
+    TrainCli::SetUp();
+    fs::create_directories(dir_ / "data");
+    write_synthetic(dir_ / "data", "train", 4000, 1);
+    write_synthetic(dir_ / "data", "t10k", 100, 2);
+  }
+  std::string common(const std::string& out) const {
+    return "--nodes 4 --batch 16 --density 0.1 --epochs 2 --quiet --data-dir '" +
+           (dir_ / "data").string() + "' --out '" + (dir_ / out).string() + "'";
+  }
+  // Starts spush-train in the background; returns its pid.
+  pid_t start(const std::string& args, const std::string& log) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string cmd = "exec " + kBinary + " " + args + " > '" + (dir_ / log).string() +
+                              "' 2>&1";
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid;
+  }
+};
+
+// SIGTERM (or SIGINT) in the middle of an epoch: the run finishes the iteration, writes its
+// checkpoint and exits 5 at once; --resume finishes identical to a run never stopped. A second
+// signal ends the process immediately.
+TEST_F(TrainRun, StopSignalExitsFiveAndTheRunResumesIdentically) {
+  const Result whole = run(common("whole"));
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  for (int sig : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const std::string out = sig == SIGTERM ? "term" : "int";
+    const pid_t pid = start(common(out), out + ".log");
+    // Wait for the first committed epoch, then stop it in the middle of the second.
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!fs::exists(dir_ / out / "checkpoint.json") &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(fs::exists(dir_ / out / "checkpoint.json")) << slurp(dir_ / (out + ".log"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto hit = std::chrono::steady_clock::now();
+    ASSERT_EQ(::kill(pid, sig), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - hit).count();
+    const std::string log = slurp(dir_ / (out + ".log"));
+    ASSERT_TRUE(WIFEXITED(status)) << log;
+    EXPECT_EQ(WEXITSTATUS(status), 5) << log;
+    EXPECT_LT(took, 2.0) << log;
+    EXPECT_NE(log.find("stopped by SIG"), std::string::npos) << log;
+    const auto manifest = nlohmann::json::parse(slurp(dir_ / out / "checkpoint.json"));
+    EXPECT_GT(manifest.at("in_epoch").get<int>(), 0) << "not stopped in the middle of an epoch";
+    const Result resumed = run(common(out) + " --resume");
+    ASSERT_EQ(resumed.code, 0) << resumed.err;
+    EXPECT_EQ(nlohmann::json::parse(slurp(dir_ / out / "summary.json")).at("node_digests"),
+              nlohmann::json::parse(slurp(dir_ / "whole" / "summary.json")).at("node_digests"));
+  }
+  // Two signals: the second one ends the process at once (killed by it, no status 5).
+  const pid_t pid = start(common("twice"), "twice.log");
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(dir_ / "twice" / "config.json") &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(pid, SIGTERM);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 5))
+      << slurp(dir_ / "twice.log");
+}
+
+// A test set without images, or files that cannot be written (here: a file-size limit, as a
+// full disk would): one error naming the file, a non-zero status, no half-written output.
+TEST_F(TrainRun, EmptyTestSetAndWriteFailuresAreClearErrors) {
+  write_synthetic(dir_ / "data", "t10k", 0, 2);
+  Result r = run(common("empty"));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("test set"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "empty"));
+  write_synthetic(dir_ / "data", "t10k", 100, 2);
+  // 100 KiB per file: config.json and metrics.jsonl fit, a checkpoint shard does not.
+  r = run(common("limited"), "ulimit -f 100 && ");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find((dir_ / "limited").string()), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const auto& e : fs::directory_iterator(dir_ / "limited"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos)
+        << "a temporary file was left: " << e.path();
+  EXPECT_FALSE(fs::exists(dir_ / "limited" / "checkpoint.json"));
+}
 
 TEST_F(TrainCli, ConfigJsonOfARunIsAcceptedBackAndMetricsUseTheSharedNames) {
   fs::create_directories(dir_ / "data");

@@ -2,8 +2,10 @@
 // bit-identically from a mid-run checkpoint, and rejects bad input without touching outputs.
 #include "spush/runtime/trainer.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +16,7 @@
 
 #include "spush/nets/data.h"
 #include "spush/runtime/checkpoint.h"
+#include "spush/runtime/stop.h"
 #include "synthetic_data.h"
 #include "thread_comm.h"
 #include "spush/runtime/topology.h"
@@ -55,6 +58,10 @@ class TrainerTest : public ::testing::Test {
     c.quiet = true;
     return c;
   }
+  TrainConfig config_with(TrainConfig c, const std::string& out) const {
+    c.out = (root_ / out).string();
+    return c;
+  }
   static nlohmann::json run(const TrainConfig& c) {
     std::ostringstream log, progress;
     auto comm = make_local_communicator(std::max(c.nodes, 1));
@@ -76,14 +83,16 @@ TEST_F(TrainerTest, ShortRunLearnsAndWritesOutputs) {
   EXPECT_GT(summary["compression_factor"].get<double>(), 3.0);
   const fs::path out = root_ / "learn";
   for (const char* f :
-       {"config.json", "metrics.jsonl", "checkpoint.json", "checkpoint-e3-r0.ckpt", "summary.json"})
+       {"config.json", "metrics.jsonl", "checkpoint.json", "checkpoint-i24-r0.ckpt", "summary.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   // Older epochs' shards are gone once a later epoch is committed.
-  EXPECT_FALSE(fs::exists(out / "checkpoint-e2-r0.ckpt"));
+  EXPECT_FALSE(fs::exists(out / "checkpoint-i16-r0.ckpt"));
   const auto manifest = nlohmann::json::parse(slurp(out / "checkpoint.json"));
   EXPECT_EQ(manifest["epochs_done"], 3);
   EXPECT_EQ(manifest["ranks"], 1);
-  EXPECT_EQ(manifest["shards"][0]["file"], "checkpoint-e3-r0.ckpt");
+  EXPECT_EQ(manifest["iteration"], 24);  // 3 epochs of 512 / 4 / 16 = 8 iterations
+  EXPECT_EQ(manifest["in_epoch"], 0);
+  EXPECT_EQ(manifest["shards"][0]["file"], "checkpoint-i24-r0.ckpt");
   EXPECT_EQ(summary["node_digests"].size(), 4u);
   std::ifstream m(out / "metrics.jsonl");
   int lines = 0;
@@ -186,7 +195,7 @@ TEST_F(TrainerTest, RejectsBadDataWithoutTouchingOutputs) {
   c.epochs = 1;
   run(c);
   const std::string metrics = slurp(root_ / "keep" / "metrics.jsonl");
-  const std::string ckpt = slurp(root_ / "keep" / "checkpoint-e1-r0.ckpt");
+  const std::string ckpt = slurp(root_ / "keep" / "checkpoint-i8-r0.ckpt");
 
   // Corrupt the training images: wrong magic.
   std::fstream f(root_ / "data" / "train-images-idx3-ubyte",
@@ -200,7 +209,7 @@ TEST_F(TrainerTest, RejectsBadDataWithoutTouchingOutputs) {
   c.data_dir = (root_ / "nowhere").string();
   expect_error<nets::DataError>(c, "nowhere");
   EXPECT_EQ(slurp(root_ / "keep" / "metrics.jsonl"), metrics);
-  EXPECT_EQ(slurp(root_ / "keep" / "checkpoint-e1-r0.ckpt"), ckpt);
+  EXPECT_EQ(slurp(root_ / "keep" / "checkpoint-i8-r0.ckpt"), ckpt);
 }
 
 TEST_F(TrainerTest, RefusesToReplaceARunUnlessAsked) {
@@ -217,7 +226,7 @@ TEST_F(TrainerTest, RejectsBadCheckpoints) {
   c.epochs = 2;
   c.stop_after = 1;
   run(c);
-  const fs::path ck = root_ / "ck" / "checkpoint-e1-r0.ckpt";
+  const fs::path ck = root_ / "ck" / "checkpoint-i8-r0.ckpt";
   const fs::path manifest = root_ / "ck" / "checkpoint.json";
   const std::string good = slurp(ck), good_manifest = slurp(manifest);
   c.stop_after = 0;
@@ -271,6 +280,53 @@ TEST_F(TrainerTest, RejectsBadCheckpoints) {
   EXPECT_NO_THROW(run(c));
 }
 
+// SIGTERM in the middle of an epoch: the run finishes the iteration, writes a checkpoint of the
+// epoch so far and stops; --resume then finishes with the bits and metrics of a run that was
+// never stopped. (The signal is sent to this process; the handler only sets a flag.)
+TEST_F(TrainerTest, StopSignalCheckpointsMidEpochAndResumesBitIdentically) {
+  TrainConfig c = config("stop");
+  c.epochs = 3;
+  c.algorithm = "choco";
+  c.norm = "batch";
+  const auto whole = run(config_with(c, "whole"));
+  install_stop_handlers();
+  clear_stop_request();
+  std::ostringstream log, progress;
+  auto comm = make_local_communicator(c.nodes);
+  nlohmann::json stopped;
+  {
+    Trainer t(c, *comm, log, progress);
+    // The request arrives while the first iteration runs: the run stops after it.
+    ::kill(::getpid(), SIGTERM);
+    stopped = t.run();
+  }
+  clear_stop_request();
+  install_stop_handlers();  // the handler gave SIGTERM back its default action
+  EXPECT_TRUE(stopped["stopped"].get<bool>()) << log.str();
+  EXPECT_FALSE(stopped["finished"].get<bool>());
+  EXPECT_NE(log.str().find("stopped by SIGTERM after iteration 1 "), std::string::npos) << log.str();
+  const auto manifest = nlohmann::json::parse(slurp(fs::path(c.out) / "checkpoint.json"));
+  EXPECT_EQ(manifest["iteration"], 1);
+  EXPECT_EQ(manifest["in_epoch"], 1);
+  EXPECT_EQ(manifest["epochs_done"], 0);
+  EXPECT_FALSE(fs::exists(fs::path(c.out) / "summary.json"));
+  c.resume = true;
+  const auto resumed = run(c);
+  EXPECT_TRUE(resumed["finished"].get<bool>());
+  EXPECT_EQ(resumed["node_digests"], whole["node_digests"]);
+  auto strip = [&](const fs::path& dir) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(dir / "metrics.jsonl");
+    for (std::string l; std::getline(in, l);) {
+      auto m = nlohmann::json::parse(l);
+      for (const char* k : {"images_per_sec", "epoch_seconds", "elapsed_seconds"}) m.erase(k);
+      out.push_back(m);
+    }
+    return out;
+  };
+  EXPECT_EQ(strip(c.out), strip(root_ / "whole"));
+}
+
 // The same run on 1, 2 and 3 ranks (threads of this process with an in-process communicator):
 // the same bits for every node, the same metrics (timings aside) and byte counts.
 TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
@@ -299,8 +355,11 @@ TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
       metrics[ranks].push_back(strip(nlohmann::json::parse(line)));
     const auto manifest = nlohmann::json::parse(slurp(fs::path(c.out) / "checkpoint.json"));
     EXPECT_EQ(manifest["shards"].size(), static_cast<size_t>(ranks));
-    for (int r = 0; r < ranks; ++r)
-      EXPECT_TRUE(fs::exists(fs::path(c.out) / ("checkpoint-e2-r" + std::to_string(r) + ".ckpt")));
+    for (int r = 0; r < ranks; ++r) {
+      const std::string file = manifest["shards"][r]["file"];
+      EXPECT_EQ(file, fmt::format("checkpoint-i{}-r{}.ckpt", manifest["iteration"].get<int>(), r));
+      EXPECT_TRUE(fs::exists(fs::path(c.out) / file));
+    }
   }
   ASSERT_EQ(metrics[1].size(), 2u);
   for (int ranks : {2, 3}) {

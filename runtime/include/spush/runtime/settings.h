@@ -186,6 +186,19 @@ struct ExecutionFields {
 };
 void declare_execution(Settings& s, const ExecutionFields& f);
 
+// The most nodes a run may have (the `nodes` setting's upper bound).
+inline constexpr int kMaxNodes = 65536;
+
+// The cross-setting check of compressor and bits (qsgd: 1, 2, 4, 8; fractional: 2..9); throws
+// ConfigError naming `bits`.
+void check_compression(const std::string& compressor, int bits);
+
+// Throws ConfigError "invalid setting KEY = VALUE: ..." when a run whose buffers take about
+// `bytes` bytes of memory does not fit in what the machine has available (MemAvailable of
+// /proc/meminfo; no check where that is unknown). `what` says what the bytes are for.
+void check_memory(const std::string& key, const std::string& value, double bytes,
+                  const std::string& what);
+
 // A schedule setting ("epochs:N" or "iterations:N", N >= 1) split into (unit, N); throws
 // ConfigError "invalid setting schedule = '...': expected ..." when malformed.
 std::pair<std::string, int64_t> parse_schedule(const std::string& schedule);

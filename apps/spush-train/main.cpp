@@ -9,6 +9,8 @@
 
 #include <iostream>
 #include <memory>
+#include <new>
+#include <stdexcept>
 
 #include "spush/runtime/communicator.h"
 #include "spush/runtime/settings.h"
@@ -53,6 +55,11 @@ int main(int argc, char** argv) {
     trainer = std::make_unique<spush::runtime::Trainer>(cfg, *comm, std::cout, std::cerr);
   } catch (const spush::runtime::CommError& e) {
     return fail(4, e);
+  } catch (const std::bad_alloc&) {
+    return fail(1, std::runtime_error(fmt::format(
+                       "out of memory while setting up {} nodes of model {}; use fewer nodes per "
+                       "process",
+                       cfg.nodes, cfg.model)));
   } catch (const std::exception& e) {
     // Every rank failed the same agreed step: rank 0 reports it, all exit without an abort.
     if (comm->rank() == 0) std::cerr << "spush-train: error: " << e.what() << "\n";
@@ -65,6 +72,11 @@ int main(int argc, char** argv) {
     return fail(3, e);
   } catch (const spush::runtime::CommError& e) {
     return fail(4, e);
+  } catch (const std::bad_alloc&) {
+    return fail(1, std::runtime_error(fmt::format(
+                       "out of memory while training {} nodes of model {} with batch {} per node; "
+                       "use fewer nodes or a smaller batch per process (or more processes)",
+                       cfg.nodes, cfg.model, cfg.batch)));
   } catch (const std::exception& e) {
     return fail(1, e);
   }

@@ -185,6 +185,10 @@ struct Trainer::Impl {
     else if (cfg.partition == "dirichlet")
       parts = nets::partition_dirichlet(train.labels, train.num_classes, cfg.nodes, cfg.alpha,
                                         cfg.seed);
+    else if (cfg.nodes > train.num_classes)
+      throw ConfigError(fmt::format("invalid setting nodes = {} with partition exclusive: expected "
+                                    "at most {} nodes (each node takes its own classes)",
+                                    cfg.nodes, train.num_classes));
     else
       parts = nets::partition_exclusive(train.labels, train.num_classes, cfg.nodes);
     iters_per_epoch = -1;
@@ -465,10 +469,10 @@ struct Trainer::Impl {
                             epochs_done, iteration, in_epoch, iters_per_epoch, elapsed_before));
     if (epochs_done >= cfg.epochs)
       throw bad(fmt::format("the run already finished its {} epochs", epochs_done));
-    const nlohmann::json& shards = m.at("shards");
-    if (!shards.is_array() || static_cast<int>(shards.size()) != ranks)
-      throw bad("the shard list does not have one entry per rank");
-    const nlohmann::json& mine = shards.at(comm.rank());
+    if (!m.contains("shards") || !m.at("shards").is_array() ||
+        static_cast<int>(m.at("shards").size()) != ranks)
+      throw bad("the shard list is missing or does not have one entry per rank");
+    const nlohmann::json& mine = m.at("shards").at(static_cast<size_t>(comm.rank()));
     std::string file;
     uint64_t bytes = 0;
     uint32_t crc = 0;
@@ -592,6 +596,8 @@ struct Trainer::Impl {
       throw bad(fmt::format("missing or mistyped field: {}", e.what()));
     }
     const nlohmann::json want = cfg.trajectory_json();
+    if (!meta.contains("config") || !meta.at("config").is_object())
+      throw bad("missing or mistyped field: config");
     const nlohmann::json& have = meta.at("config");
     for (auto it = want.begin(); it != want.end(); ++it) {
       if (it.key() == "epochs") continue;  // a run may be extended
@@ -798,7 +804,11 @@ struct Trainer::Impl {
 
   nlohmann::json run() {
     if (root) {
-      fs::create_directories(out);
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      if (ec || !fs::is_directory(out))
+        throw ConfigError(fmt::format("invalid setting out = '{}': cannot create the folder ({})",
+                                      cfg.out, ec ? ec.message() : "not a directory"));
       if (!resumed) {
         // --overwrite: the replaced run's checkpoint and summary must not outlive it.
         fs::remove(out / kManifestFile);

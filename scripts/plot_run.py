@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Plots spush-train runs: accuracy vs epoch, accuracy vs MB sent per node, per-node accuracy
-spread, and parameter divergence. Usage: plot_run.py DIR [DIR ...] [-o PREFIX]
-Writes PREFIX_accuracy.png, PREFIX_accuracy_vs_mb.png, PREFIX_spread.png, PREFIX_divergence.png."""
+spread, parameter divergence and, for runs with --skewscout, its decisions.
+Usage: plot_run.py DIR [DIR ...] [-o PREFIX]
+Writes PREFIX_accuracy.png, PREFIX_accuracy_vs_mb.png, PREFIX_spread.png, PREFIX_divergence.png
+and, when a run has SkewScout decisions, PREFIX_skewscout.png (the accuracy loss measured each
+epoch against its target, and the knob's value chosen for the next epoch)."""
 import argparse
 import json
 import os
@@ -81,6 +84,38 @@ def main():
     figure("spread", "epoch", "node test accuracy, min..max (%)", spread)
     figure("divergence", "epoch", "parameter divergence (1/n) sum ||z_i - z_bar||",
            lambda ax, l, r: ax.plot(ep(r), [x["divergence"] for x in r], marker="o", label=l))
+    skewscout(runs, a.out)
+
+
+def skewscout(runs, prefix):
+    """Accuracy loss vs target (top) and the knob per epoch (bottom, log scale)."""
+    scouted = [(l, [x for x in r if "skewscout" in x]) for l, r in runs]
+    scouted = [(l, r) for l, r in scouted if r]
+    if not scouted:
+        return
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    for label, rows in scouted:
+        measured = [x for x in rows if "accuracy_loss" in x["skewscout"]]
+        line, = top.plot([x["epoch"] for x in measured],
+                         [100 * x["skewscout"]["accuracy_loss"] for x in measured], marker="o",
+                         label=label)
+        top.axhline(100 * rows[0]["skewscout"]["target"], ls=":", color=line.get_color())
+        knob = rows[0]["skewscout"]["knob"]
+        bottom.step([0] + [x["epoch"] for x in rows],
+                    [rows[0]["skewscout"]["value_before"]] + [x["skewscout"]["value_after"] for x in rows],
+                    where="post", marker="o", color=line.get_color(), label=f"{label}: {knob}")
+    top.set_ylabel("accuracy loss across partitions (%)\n(dotted: target)")
+    bottom.set_ylabel("knob for the next epoch")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("epoch")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = f"{prefix}_skewscout.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(path)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ void validate_options(const Options& o) {
         fmt::format("invalid setting segments = {}: expected an integer in [1, dim = {}]",
                     o.segments, o.dim));
   rt::check_compression(o.compressor, o.bits);
+  check(!rt::is_centralized(rt::algorithm_kind_from_string(o.algorithm)),
+        fmt::format("invalid setting algorithm = {}: expected a gossip algorithm (sgp, dpsgd, "
+                    "deepsqueeze, sparsepush, scsp, choco, quantsgp); the centralized algorithms "
+                    "run in spush-train",
+                    o.algorithm));
   // The vectors of every node and the message tables: about 8 rows of d floats per node.
   rt::check_memory("dim", std::to_string(o.dim),
                    8.0 * 4.0 * static_cast<double>(o.dim) * o.nodes +

@@ -230,6 +230,79 @@ const Inbox& Communicator::finish_round() {
   return inbox_;
 }
 
+const Communicator::Gathered& Communicator::gather_round(
+    uint64_t round, MessageKind kind, uint16_t codec,
+    const std::vector<std::vector<uint8_t>>& local_payloads) {
+  if (static_cast<int>(local_payloads.size()) != local_nodes())
+    throw std::invalid_argument(fmt::format("gather_round: {} payloads, expected one per local "
+                                            "node ({})",
+                                            local_payloads.size(), local_nodes()));
+  const int first = first_local();
+  std::vector<uint64_t> mine(local_payloads.size()), sizes(static_cast<size_t>(n_));
+  for (size_t r = 0; r < local_payloads.size(); ++r) {
+    if (local_payloads[r].size() > std::numeric_limits<uint32_t>::max())
+      throw std::invalid_argument(fmt::format(
+          "gather_round: node {} payload of {} bytes exceeds the 32-bit header length",
+          first + static_cast<int>(r), local_payloads[r].size()));
+    mine[r] = local_payloads[r].size();
+  }
+  allgather_nodes(mine.data(), sizeof(uint64_t), sizes.data());
+  uint64_t most = 0;
+  for (uint64_t b : sizes) most = std::max(most, b);
+  if (most > std::numeric_limits<uint32_t>::max())
+    throw CommError(fmt::format("gather_round (round {}): a node announced {} payload bytes, more "
+                                "than a header can describe",
+                                round, most));
+  // One block per node: the header, then the payload padded to the largest one.
+  const size_t block = sizeof(MessageHeader) + static_cast<size_t>(most);
+  std::vector<uint8_t> local(block * local_payloads.size(), 0);
+  for (size_t r = 0; r < local_payloads.size(); ++r) {
+    MessageHeader h;
+    h.kind = static_cast<uint16_t>(kind);
+    h.codec = codec;
+    h.src = static_cast<uint32_t>(first + static_cast<int>(r));
+    h.dst = static_cast<uint32_t>(kServer);
+    h.payload_bytes = static_cast<uint32_t>(local_payloads[r].size());
+    h.round = round;
+    h.weight = 1.0f;
+    h.u = 1.0f;
+    std::memcpy(local.data() + r * block, &h, sizeof(h));
+    if (!local_payloads[r].empty())
+      std::memcpy(local.data() + r * block + sizeof(h), local_payloads[r].data(),
+                  local_payloads[r].size());
+    if (!local_payloads[r].empty())  // a node with nothing to say sends nothing
+      bytes_.add(first + static_cast<int>(r), kServer, sizeof(h) + local_payloads[r].size());
+  }
+  std::vector<uint8_t> all(block * static_cast<size_t>(n_));
+  allgather_nodes(local.data(), block, all.data());
+  gathered_.data.resize(static_cast<size_t>(most) * static_cast<size_t>(n_));
+  gathered_.offset.assign(static_cast<size_t>(n_), 0);
+  gathered_.bytes.assign(static_cast<size_t>(n_), 0);
+  size_t at = 0;
+  for (int i = 0; i < n_; ++i) {
+    MessageHeader h;
+    std::memcpy(&h, all.data() + static_cast<size_t>(i) * block, sizeof(h));
+    validate_header(h, round, static_cast<uint16_t>(kind), codec, static_cast<uint32_t>(i),
+                    static_cast<uint32_t>(kServer), static_cast<size_t>(sizes[i]));
+    gathered_.offset[i] = at;
+    gathered_.bytes[i] = static_cast<size_t>(sizes[i]);
+    if (sizes[i])
+      std::memcpy(gathered_.data.data() + at, all.data() + static_cast<size_t>(i) * block +
+                                                  sizeof(h),
+                  static_cast<size_t>(sizes[i]));
+    at += static_cast<size_t>(sizes[i]);
+  }
+  return gathered_;
+}
+
+void Communicator::count_reply(const std::vector<size_t>& payload_bytes) {
+  if (static_cast<int>(payload_bytes.size()) != local_nodes())
+    throw std::invalid_argument("count_reply: one length per local node expected");
+  for (size_t r = 0; r < payload_bytes.size(); ++r)
+    bytes_.add(kServer, first_local() + static_cast<int>(r),
+               sizeof(MessageHeader) + payload_bytes[r]);
+}
+
 void Communicator::allgather_nodes(const void* local_rows, size_t bytes_per_node,
                                    void* all_rows) {
   int most = 0;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -20,6 +21,7 @@
 #include "spush/kernels/codec.h"
 #include "spush/kernels/codec_cuda.h"
 #include "spush/kernels/mixing.h"
+#include "engine_centralized.h"
 #include "spush/runtime/algorithm.h"
 
 namespace spush::runtime {
@@ -32,9 +34,17 @@ AlgorithmKind algorithm_kind_from_string(std::string_view name) {
   if (name == "sparsepush") return AlgorithmKind::kSparsePush;
   if (name == "scsp") return AlgorithmKind::kScsp;
   if (name == "choco" || name == "quantsgp") return AlgorithmKind::kChoco;
+  if (name == "bsp") return AlgorithmKind::kBsp;
+  if (name == "fedavg") return AlgorithmKind::kFedAvg;
+  if (name == "gaia") return AlgorithmKind::kGaia;
+  if (name == "dgc") return AlgorithmKind::kDgc;
+  if (name == "ssgd-topk") return AlgorithmKind::kSsgdTopK;
+  if (name == "ssgd-mv") return AlgorithmKind::kMv;
+  if (name == "mv-ad") return AlgorithmKind::kMvAd;
+  if (name == "mv-rs") return AlgorithmKind::kMvRs;
   throw std::invalid_argument(fmt::format(
       "unknown algorithm '{}': expected one of sgp, dpsgd, deepsqueeze, sparsepush, scsp, choco, "
-      "quantsgp",
+      "quantsgp, bsp, fedavg, gaia, dgc, ssgd-topk, ssgd-mv, mv-ad, mv-rs",
       name));
 }
 
@@ -50,6 +60,22 @@ const char* to_string(AlgorithmKind kind) {
       return "scsp";
     case AlgorithmKind::kChoco:
       return "choco";
+    case AlgorithmKind::kBsp:
+      return "bsp";
+    case AlgorithmKind::kFedAvg:
+      return "fedavg";
+    case AlgorithmKind::kGaia:
+      return "gaia";
+    case AlgorithmKind::kDgc:
+      return "dgc";
+    case AlgorithmKind::kSsgdTopK:
+      return "ssgd-topk";
+    case AlgorithmKind::kMv:
+      return "ssgd-mv";
+    case AlgorithmKind::kMvAd:
+      return "mv-ad";
+    case AlgorithmKind::kMvRs:
+      return "mv-rs";
   }
   return "unknown";
 }
@@ -644,25 +670,36 @@ Algorithm::Algorithm(const AlgorithmSpec& spec, const nets::Layout& layout,
       first_(comm.first_local()),
       n_(comm.local_nodes()),
       u_(static_cast<size_t>(comm.local_nodes()), 1.0f) {
+  if (is_centralized(spec_.kind)) {
+    central_ = std::make_unique<Central>(*this, layout);
+    return;
+  }
   impl_ = std::make_unique<Impl>(*this, layout, schedule);
   impl_->build(layout);
 }
 
 Algorithm::~Algorithm() {
   try {
-    if (impl_) backend_.synchronize();
+    if (impl_ || central_) backend_.synchronize();
   } catch (...) {
     // Destructors do not throw; the buffers are released either way.
   }
 }
 
 void Algorithm::init(const nets::NodeMatrix& x0) {
-  Impl& s = *impl_;
-  if (x0.rows() != n_ || x0.cols() != s.d) {
+  const int64_t d = central_ ? central_->d : impl_->d;
+  if (x0.rows() != n_ || x0.cols() != d) {
     throw std::invalid_argument(
         fmt::format("{}: init x0 is [{} x {}], expected [local_nodes = {} x d = {}]",
-                    to_string(spec_.kind), x0.rows(), x0.cols(), n_, s.d));
+                    to_string(spec_.kind), x0.rows(), x0.cols(), n_, d));
   }
+  if (central_) {
+    std::fill(u_.begin(), u_.end(), 1.0f);
+    stats_ = CommStats{};
+    central_->init(x0);
+    return;
+  }
+  Impl& s = *impl_;
   backend_.synchronize();
   backend_.take_errors();
   s.x.zero();
@@ -677,8 +714,39 @@ void Algorithm::init(const nets::NodeMatrix& x0) {
   synchronize();
 }
 
+void Algorithm::reduce_gradients(nets::NodeMatrix& grads, int64_t iteration, int64_t epoch) {
+  check_iteration(iteration, "reduce_gradients");
+  if (central_) central_->reduce_gradients(grads, iteration, epoch);
+}
+
+void Algorithm::set_local_steps(int h) {
+  if (h < 1) throw std::invalid_argument(fmt::format("set_local_steps: H = {}, expected >= 1", h));
+  if (spec_.kind == AlgorithmKind::kBsp || spec_.kind == AlgorithmKind::kDgc)
+    throw std::invalid_argument(fmt::format("{} communicates every iteration: it has no period H",
+                                            to_string(spec_.kind)));
+  spec_.local_steps = h;
+}
+
+void Algorithm::set_gaia_threshold(double t0) {
+  if (spec_.kind != AlgorithmKind::kGaia)
+    throw std::invalid_argument(fmt::format("{} has no significance threshold", to_string(spec_.kind)));
+  if (!(t0 > 0 && std::isfinite(t0)))
+    throw std::invalid_argument(fmt::format("set_gaia_threshold: T0 = {}, expected > 0", t0));
+  spec_.central.gaia_threshold = t0;
+}
+
+void Algorithm::set_lr_ratio(double ratio) {
+  if (!(ratio > 0 && std::isfinite(ratio)))
+    throw std::invalid_argument(fmt::format("set_lr_ratio: {} is not a positive ratio", ratio));
+  if (central_) central_->lr_ratio = ratio;
+}
+
 void Algorithm::communicate(int64_t iteration, int64_t epoch) {
   check_iteration(iteration, "communicate");
+  if (central_) {
+    central_->communicate(iteration, epoch);
+    return;
+  }
   if ((iteration + 1) % spec_.local_steps != 0) return;
   Impl& s = *impl_;
   const Graph& g = s.schedule.graph(iteration, epoch);
@@ -700,6 +768,9 @@ void Algorithm::gossip_rounds(int rounds, int64_t first_iteration, int64_t epoch
   if (rounds < 0)
     throw std::invalid_argument(fmt::format("gossip_rounds: rounds must be >= 0, got {}", rounds));
   check_iteration(first_iteration, "gossip_rounds");
+  if (central_)
+    throw std::invalid_argument(
+        fmt::format("gossip_rounds: {} is a centralized algorithm", to_string(spec_.kind)));
   Impl& s = *impl_;
   if (!s.mval.size())
     s.mval = Array<float>(backend_, s.table_rows() * static_cast<size_t>(s.ld));
@@ -711,6 +782,7 @@ void Algorithm::gossip_rounds(int rounds, int64_t first_iteration, int64_t epoch
 }
 
 nets::NodeMatrix& Algorithm::x() {
+  if (central_) return central_->x;
   Impl& s = *impl_;
   if (!backend_.host_memory())
     throw std::logic_error(fmt::format(
@@ -720,6 +792,7 @@ nets::NodeMatrix& Algorithm::x() {
 }
 
 const nets::NodeMatrix& Algorithm::x() const {
+  if (central_) return central_->x;
   if (!backend_.host_memory())
     throw std::logic_error(fmt::format(
         "{}: x lives in {} device memory; use download_x", to_string(spec_.kind), backend_.name()));
@@ -727,6 +800,7 @@ const nets::NodeMatrix& Algorithm::x() const {
 }
 
 const nets::NodeMatrix& Algorithm::z() {
+  if (central_) return central_->x;  // no push-sum weights: z = x
   Impl& s = *impl_;
   if (!backend_.host_memory())
     throw std::logic_error(fmt::format(
@@ -735,7 +809,19 @@ const nets::NodeMatrix& Algorithm::z() {
   return s.z_view;
 }
 
+const nets::NodeMatrix& Algorithm::served_models() {
+  if (!central_ || central_->theta.empty()) return z();
+  Central& c = *central_;
+  if (c.served.rows() != n_) c.served = nets::NodeMatrix(n_, c.d);
+  for (int r = 0; r < n_; ++r) std::copy(c.theta.begin(), c.theta.end(), c.served.row(r));
+  return c.served;
+}
+
 void Algorithm::download_x(nets::NodeMatrix& out) {
+  if (central_) {
+    out = central_->x;
+    return;
+  }
   Impl& s = *impl_;
   synchronize();
   if (out.rows() != n_ || out.cols() != s.d) out = nets::NodeMatrix(n_, s.d);
@@ -743,6 +829,10 @@ void Algorithm::download_x(nets::NodeMatrix& out) {
 }
 
 void Algorithm::download_z(nets::NodeMatrix& out) {
+  if (central_) {
+    out = central_->x;
+    return;
+  }
   Impl& s = *impl_;
   if (!s.z_valid) s.debias();
   synchronize();
@@ -752,10 +842,11 @@ void Algorithm::download_z(nets::NodeMatrix& out) {
 
 void Algorithm::synchronize() {
   backend_.synchronize();
-  impl_->check_errors(true);
+  if (impl_) impl_->check_errors(true);
 }
 
 std::vector<Algorithm::StateTensor> Algorithm::state() const {
+  if (central_) return central_->state();
   const Impl& s = *impl_;
   const int64_t mat = static_cast<int64_t>(n_) * s.ld;
   std::vector<StateTensor> t{{"x", mat}, {"u", n_}};
@@ -772,6 +863,10 @@ std::vector<Algorithm::StateTensor> Algorithm::state() const {
 
 void Algorithm::save_state(
     const std::function<void(const std::string&, const float*, int64_t)>& put) {
+  if (central_) {
+    central_->save_state(put);
+    return;
+  }
   Impl& s = *impl_;
   synchronize();
   const int64_t mat = static_cast<int64_t>(n_) * s.ld;
@@ -792,6 +887,10 @@ void Algorithm::save_state(
 }
 
 void Algorithm::load_state(const std::function<void(const std::string&, float*, int64_t)>& get) {
+  if (central_) {
+    central_->load_state(get);
+    return;
+  }
   Impl& s = *impl_;
   synchronize();
   const int64_t mat = static_cast<int64_t>(n_) * s.ld;
@@ -830,10 +929,43 @@ AlgorithmSpec checked_algorithm_spec(const AlgorithmSpec& spec_in, const nets::L
   };
   if (spec.kind != AlgorithmKind::kSgp && spec.kind != AlgorithmKind::kDeepSqueeze &&
       spec.kind != AlgorithmKind::kSparsePush && spec.kind != AlgorithmKind::kScsp &&
-      spec.kind != AlgorithmKind::kChoco) {
+      spec.kind != AlgorithmKind::kChoco && !is_centralized(spec.kind)) {
     fail(fmt::format("unknown algorithm kind {}", static_cast<int>(spec.kind)));
   }
   if (layout.size() <= 0) fail("the layout is empty, expected at least one parameter");
+  if (is_centralized(spec.kind)) {
+    const CentralizedSpec& c = spec.central;
+    if (layout.size() > std::numeric_limits<int32_t>::max())
+      fail(fmt::format("{} parameters, at most 2^31 - 1 (int32 indices)", layout.size()));
+    if (comm.world_nodes() != schedule.nodes())
+      fail(fmt::format("the schedule has {} nodes but the {} communicator's world has {}",
+                       schedule.nodes(), comm.name(), comm.world_nodes()));
+    if (spec.local_steps < 1) fail(fmt::format("local_steps = {}, expected >= 1", spec.local_steps));
+    if ((spec.kind == AlgorithmKind::kBsp || spec.kind == AlgorithmKind::kDgc) &&
+        spec.local_steps != 1)
+      fail(fmt::format("local_steps = {}: {} exchanges gradients every iteration (use fedavg or "
+                       "the SSGD family for local steps)",
+                       spec.local_steps, name));
+    if (!(spec.compressor.density > 0 && spec.compressor.density <= 1))
+      fail(fmt::format("density = {}, expected a value in (0, 1]", spec.compressor.density));
+    if (!(c.fedavg_fraction > 0 && c.fedavg_fraction <= 1))
+      fail(fmt::format("fedavg_fraction = {}, expected a value in (0, 1]", c.fedavg_fraction));
+    if (!(c.gaia_threshold > 0 && std::isfinite(c.gaia_threshold)))
+      fail(fmt::format("gaia_threshold = {}, expected a finite value > 0", c.gaia_threshold));
+    if (c.dgc_warmup_epochs < 0)
+      fail(fmt::format("dgc_warmup_epochs = {}, expected >= 0", c.dgc_warmup_epochs));
+    if (!(c.dgc_clip >= 0 && std::isfinite(c.dgc_clip)))
+      fail(fmt::format("dgc_clip = {}, expected a finite value >= 0 (0: off)", c.dgc_clip));
+    if (!(c.dgc_momentum >= 0 && c.dgc_momentum < 1))
+      fail(fmt::format("dgc_momentum = {}, expected a value in [0, 1)", c.dgc_momentum));
+    if (!(c.dgc_weight_decay >= 0 && std::isfinite(c.dgc_weight_decay)))
+      fail(fmt::format("dgc_weight_decay = {}, expected a finite value >= 0", c.dgc_weight_decay));
+    if (!(c.add_drop_density > 0 && c.add_drop_density <= 1))
+      fail(fmt::format("add_drop_density = {}, expected a value in (0, 1]", c.add_drop_density));
+    if (c.dense_epochs < 0) fail(fmt::format("dense_epochs = {}, expected >= 0", c.dense_epochs));
+    spec.eta = 1;  // no averaging rate: the server averages exactly
+    return spec;
+  }
   if (std::isnan(spec.eta)) fail("eta is NaN, expected a value in (0, 1] or < 0 for the default");
   spec.eta = resolve_eta(spec);
   if (!(spec.eta > 0 && spec.eta <= 1)) {
@@ -889,6 +1021,12 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
   const AlgorithmSpec spec = checked_algorithm_spec(spec_in, layout, schedule, comm);
   const char* name = to_string(spec.kind);
   std::string why;
+  if (is_centralized(spec.kind) && !backend.host_memory())
+    throw std::invalid_argument(fmt::format(
+        "make_algorithm({}): the centralized algorithms run on the cpu backend, not {}", name,
+        backend.name()));
+  if (is_centralized(spec.kind))
+    return std::unique_ptr<Algorithm>(new Algorithm(spec, layout, schedule, backend, comm));
   if (spec.kind != AlgorithmKind::kSgp && !backend.supports(spec.compressor, &why))
     throw std::invalid_argument(
         fmt::format("make_algorithm({}): the {} backend: {}", name, backend.name(), why));

@@ -671,7 +671,8 @@ void declare_graph(Settings& s, const GraphFields& f) {
 void declare_algorithm(Settings& s, const AlgorithmFields& f) {
   s.section("algorithm and compression");
   s.add("algorithm", f.algorithm,
-        "sgp (or dpsgd) | deepsqueeze | sparsepush | scsp | choco (or quantsgp)")
+        "sgp (or dpsgd) | deepsqueeze | sparsepush | scsp | choco (or quantsgp); spush-train "
+        "also: bsp | fedavg | gaia | dgc | ssgd-topk | ssgd-mv | mv-ad | mv-rs")
       .parsed_by(algorithm_kind_from_string, "a known algorithm");
   s.add("compressor", f.compressor,
         "topk | randomk | qsgd | sign | fractional | minmax8 | identity (or none); ignored by sgp")

@@ -5,6 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
+#include "spush/runtime/algorithm.h"
+#include "spush/runtime/skewscout.h"
+
 namespace spush::runtime {
 namespace {
 
@@ -29,6 +34,52 @@ void TrainConfig::declare(Settings& s) {
                         .scsp_final_rounds = scsp_final_rounds});
   s.add("scsp-final-with-updates", scsp_final_with_updates,
         "SCSP: make the last rounds uncompressed iterations with local updates instead");
+
+  s.section("centralized algorithms");
+  s.add("fedavg-fraction", fedavg_fraction,
+        "FedAvg: fraction of the nodes averaged each round, (0, 1]")
+      .above(0.0)
+      .at_most(1.0);
+  s.add("gaia-threshold", gaia_threshold,
+        "Gaia: significance threshold T0 (share an accumulated update when |update / w| > T, "
+        "T = T0 * lr / base lr), > 0")
+      .above(0.0);
+  s.add("dgc-warmup-epochs", dgc_warmup_epochs,
+        "DGC: epochs of the density warm-up (75%, 93.75%, 98.4375%, 99.6% sparsity, a quarter "
+        "each), >= 0")
+      .at_least(0);
+  s.add("dgc-clip", dgc_clip, "DGC: local gradient clipping norm (divided by sqrt(nodes)); 0: off")
+      .at_least(0.0);
+  s.add("add-drop-density", add_drop_density,
+        "MV-AD: fraction of the model a node may add to and drop from its votes per round, (0, 1]")
+      .above(0.0)
+      .at_most(1.0);
+  s.add("dense-epochs", dense_epochs,
+        "SSGD-top-K and the MV family: epochs of uncompressed averaging first, >= 0")
+      .at_least(0);
+
+  s.section("SkewScout");
+  s.add("skewscout", skewscout,
+        "adapt the communication to the accuracy loss across partitions (travelling models, "
+        "once per epoch)");
+  s.add("skewscout-target", skewscout_target, "accuracy loss tolerated, [0, 1]").in_range(0.0, 1.0);
+  s.add("skewscout-samples", skewscout_samples,
+        "training samples of a node a travelling model is evaluated on, 1..100000")
+      .in_range(int64_t{1}, int64_t{100000});
+  s.add("skewscout-grid", skewscout_grid,
+        "the knob's values, ascending, comma-separated (empty: 1,2,4,8,16,32,64 for local-steps; "
+        "0.01,0.02,0.05,0.1,0.2,0.4 for gaia-threshold)")
+      .allow_empty()
+      .check(
+          [](const std::string& v) {
+            try {
+              parse_grid(v);
+              return true;
+            } catch (const std::invalid_argument&) {
+              return false;
+            }
+          },
+          "ascending values > 0 separated by commas");
 
   s.section("model");
   s.add("model", model,
@@ -92,6 +143,37 @@ void TrainConfig::validate() const {
         "an integer in [0, epochs)");
   check(!(resume && overwrite), "resume", "true", "not together with overwrite");
   check_compression(compressor, bits);
+  const AlgorithmKind kind = algorithm_kind_from_string(algorithm);
+  check(!((kind == AlgorithmKind::kBsp || kind == AlgorithmKind::kDgc) && local_steps != 1),
+        "local-steps", fmt::format("{}", local_steps),
+        fmt::format("1 with algorithm {} (it exchanges gradients every iteration; fedavg and the "
+                    "SSGD family take local steps)",
+                    algorithm));
+  if (skewscout) (void)skewscout_knob();
+}
+
+std::pair<std::string, std::vector<double>> TrainConfig::skewscout_knob() const {
+  const AlgorithmKind kind = algorithm_kind_from_string(algorithm);
+  check(kind != AlgorithmKind::kBsp && kind != AlgorithmKind::kDgc, "skewscout", "true",
+        fmt::format("an algorithm with a communication knob, not {} (it communicates every "
+                    "iteration)",
+                    algorithm));
+  std::pair<std::string, std::vector<double>> knob;
+  knob.first = kind == AlgorithmKind::kGaia ? "gaia-threshold" : "local-steps";
+  try {
+    knob.second = parse_grid(skewscout_grid);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(fmt::format("invalid setting skewscout-grid = '{}': {}", skewscout_grid,
+                                  e.what()));
+  }
+  if (knob.second.empty())
+    knob.second = kind == AlgorithmKind::kGaia ? std::vector<double>{0.01, 0.02, 0.05, 0.1, 0.2, 0.4}
+                                               : std::vector<double>{1, 2, 4, 8, 16, 32, 64};
+  if (knob.first == "local-steps")
+    for (double v : knob.second)
+      check(v == std::floor(v) && v <= 1e6, "skewscout-grid", skewscout_grid,
+            "whole numbers of local steps (at most 1e6) for the local-steps knob");
+  return knob;
 }
 
 std::pair<std::string, int64_t> TrainConfig::schedule_period() const {

@@ -27,6 +27,7 @@
 #include "spush/nets/loader.h"
 #include "spush/nets/model.h"
 #include "spush/nets/optim.h"
+#include "spush/runtime/skewscout.h"
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/checkpoint.h"
@@ -101,6 +102,12 @@ struct Trainer::Impl {
   // The epoch under way: per local node, the sum of minibatch losses and of correct answers.
   std::vector<double> node_loss, node_correct;
   CommStats epoch_start_stats;  // this rank's counts when the epoch under way began
+  // SkewScout: the controller, its knob, every node's fixed sample of its training data, and
+  // the accuracy loss measured in the epoch under way (before its decision).
+  std::unique_ptr<SkewScout> scout;
+  std::string scout_knob;
+  std::vector<std::vector<int64_t>> scout_samples;
+  nlohmann::json scout_measured;  // null until measured this epoch
   std::vector<std::string> metrics_lines;  // metrics.jsonl, rewritten whole (atomically)
   double elapsed_before = 0;  // training seconds of earlier invocations (resume)
   bool resumed = false;
@@ -251,6 +258,14 @@ struct Trainer::Impl {
     as.local_steps = cfg.local_steps;
     as.scsp_final_rounds = cfg.scsp_final_rounds;
     as.scsp_final_with_updates = cfg.scsp_final_with_updates;
+    as.central.fedavg_fraction = cfg.fedavg_fraction;
+    as.central.gaia_threshold = cfg.gaia_threshold;
+    as.central.dgc_warmup_epochs = cfg.dgc_warmup_epochs;
+    as.central.dgc_clip = cfg.dgc_clip;
+    as.central.dgc_momentum = cfg.momentum;
+    as.central.dgc_weight_decay = cfg.weight_decay;
+    as.central.add_drop_density = cfg.add_drop_density;
+    as.central.dense_epochs = cfg.dense_epochs;
     algo = make_algorithm(as, model->layout(), *schedule, *backend, comm);
 
     nets::NodeMatrix x0(local, d);
@@ -261,9 +276,136 @@ struct Trainer::Impl {
     os.nesterov = cfg.nesterov;
     os.weight_decay = cfg.weight_decay;
     os.qgm = cfg.qgm;
+    if (algo->owns_momentum()) {  // DGC: momentum correction and weight decay are its own
+      os.momentum = 0;
+      os.nesterov = false;
+      os.weight_decay = 0;
+      os.qgm = false;
+    }
     opt = std::make_unique<nets::Optimizer>(os, local, d);
     grads = nets::NodeMatrix(local, d);
     zbar = nets::NodeMatrix(1, d);
+    if (cfg.skewscout) build_skewscout();
+  }
+
+  // ---- SkewScout ------------------------------------------------------------------------
+  // Once per epoch every node's model "travels" to its partner (node i + 1): it is evaluated
+  // on a fixed sample of the partner's training data and on one of its own, and the mean gap
+  // drives the controller (runtime/skewscout.h). Every rank holds the training set, so the
+  // rank of node i evaluates its model on the partner's sample itself; the model's bytes (and
+  // a header) are counted as communication all the same.
+
+  void build_skewscout() {
+    auto [knob, grid] = cfg.skewscout_knob();
+    scout_knob = knob;
+    const double start = knob == "gaia-threshold" ? cfg.gaia_threshold : cfg.local_steps;
+    SkewScout probe({.grid = grid, .target = cfg.skewscout_target}, 0);
+    scout = std::make_unique<SkewScout>(SkewScoutSpec{.grid = grid, .target = cfg.skewscout_target},
+                                        probe.nearest(start));
+    apply_knob();
+    scout_samples.resize(static_cast<size_t>(cfg.nodes));
+    for (int i = 0; i < cfg.nodes; ++i) {
+      std::vector<int64_t> ids = parts[i];
+      std::mt19937_64 rng(cfg.seed * 1000003u + static_cast<uint64_t>(i) + 0x5c0u);
+      std::shuffle(ids.begin(), ids.end(), rng);
+      ids.resize(static_cast<size_t>(std::min<int64_t>(cfg.skewscout_samples,
+                                                       static_cast<int64_t>(ids.size()))));
+      scout_samples[i] = std::move(ids);
+    }
+  }
+
+  void apply_knob() {
+    if (scout_knob == "gaia-threshold")
+      algo->set_gaia_threshold(scout->value());
+    else
+      algo->set_local_steps(static_cast<int>(scout->value()));
+  }
+
+  // The iteration of an epoch at which the models travel: the last one in the epoch that ends
+  // with a communication round (the local models before they are averaged), else the last.
+  int64_t travel_iteration(int epoch) const {
+    const int64_t first_it = static_cast<int64_t>(epoch) * iters_per_epoch;
+    const int64_t h = algo->spec().local_steps;
+    for (int64_t t = first_it + iters_per_epoch - 1; t >= first_it; --t)
+      if ((t + 1) % h == 0) return t;
+    return first_it + iters_per_epoch - 1;
+  }
+
+  // Accuracy of each local node's model on each node's sample in `of` (one per local node).
+  std::vector<double> sample_accuracy(const nets::NodeMatrix& z, const std::vector<int>& of) {
+    std::vector<double> correct(static_cast<size_t>(local), 0.0);
+    const int64_t ss = train.sample_size();
+    const int64_t chunk = 250;
+    int64_t most = 0;
+    for (int r = 0; r < local; ++r)
+      most = std::max<int64_t>(most, static_cast<int64_t>(scout_samples[of[r]].size()));
+    for (int64_t start = 0; start < most; start += chunk) {
+      const int64_t m = std::min(chunk, most - start);
+      eval_input.resize(local, m, train.c, train.h, train.w);
+      eval_labels.assign(static_cast<size_t>(local * m), 0);
+      for (int r = 0; r < local; ++r) {
+        const std::vector<int64_t>& ids = scout_samples[of[r]];
+        for (int64_t q = 0; q < m; ++q) {
+          // Shorter samples wrap around; only their own entries are counted below.
+          const int64_t id = ids[static_cast<size_t>((start + q) % static_cast<int64_t>(ids.size()))];
+          std::copy(train.image(id), train.image(id) + ss, eval_input.node(r) + q * ss);
+          eval_labels[static_cast<size_t>(r * m + q)] = train.labels[static_cast<size_t>(id)];
+        }
+      }
+      const nets::LossStats st = model->evaluate(eval_input, eval_labels.data(), z);
+      for (int r = 0; r < local; ++r) {
+        const auto size = static_cast<int64_t>(scout_samples[of[r]].size());
+        if (start < size) {
+          // Count only this node's own samples of the chunk (no wrapped repeats).
+          const int64_t own = std::min(m, size - start);
+          correct[r] += own == m ? static_cast<double>(st.correct[r])
+                                 : static_cast<double>(st.correct[r]) * static_cast<double>(own) /
+                                       static_cast<double>(m);
+        }
+      }
+      comm.poll();
+    }
+    for (int r = 0; r < local; ++r)
+      correct[r] /= static_cast<double>(scout_samples[of[r]].size());
+    return correct;
+  }
+
+  void measure_accuracy_loss() {
+    const nets::NodeMatrix& z = algo->z();
+    std::vector<int> home(static_cast<size_t>(local)), partner(static_cast<size_t>(local));
+    for (int r = 0; r < local; ++r) {
+      home[r] = first + r;
+      partner[r] = (first + r + 1) % cfg.nodes;
+    }
+    const std::vector<double> acc_home = sample_accuracy(z, home);
+    const std::vector<double> acc_remote = sample_accuracy(z, partner);
+    std::vector<double> mine(2 * static_cast<size_t>(local));
+    for (int r = 0; r < local; ++r) {
+      mine[2 * r] = acc_home[r];
+      mine[2 * r + 1] = acc_remote[r];
+    }
+    std::vector<double> all(2 * static_cast<size_t>(cfg.nodes));
+    comm.allgather_nodes(mine.data(), 2 * sizeof(double), all.data());
+    double al = 0, home_mean = 0, remote_mean = 0;
+    std::vector<double> al_nodes(static_cast<size_t>(cfg.nodes));
+    for (int i = 0; i < cfg.nodes; ++i) {
+      al_nodes[i] = all[2 * i] - all[2 * i + 1];
+      al += al_nodes[i] / cfg.nodes;
+      home_mean += all[2 * i] / cfg.nodes;
+      remote_mean += all[2 * i + 1] / cfg.nodes;
+    }
+    // The travelling models: one model and its header per local node.
+    const double model_bytes = 4.0 * static_cast<double>(model->num_params());
+    CommStats& st = algo->stats_mutable();
+    st.bytes_actual += static_cast<uint64_t>(local) * (static_cast<uint64_t>(model_bytes) + sizeof(MessageHeader));
+    st.bytes_paper += local * model_bytes;
+    st.messages += static_cast<uint64_t>(local);
+    scout_measured = {{"accuracy_loss", al},
+                      {"accuracy_loss_nodes", al_nodes},
+                      {"acc_home", home_mean},
+                      {"acc_remote", remote_mean},
+                      {"iteration", iteration},
+                      {"travel_bytes_per_node", model_bytes + sizeof(MessageHeader)}};
   }
 
   void check_output_dir() {
@@ -320,14 +462,19 @@ struct Trainer::Impl {
     ck.meta["first_node"] = first;
     ck.meta["local_nodes"] = local;
     ck.meta["params"] = model->num_params();
+    if (scout) {
+      ck.meta["skewscout"] = scout->state();
+      ck.meta["skewscout_measured"] = scout_measured;
+    }
     algo->save_state([&](const std::string& name, const float* data, int64_t count) {
       ck.put_floats("algo/" + name, data, count);
     });
     for (const auto& [name, cs] : {std::pair<const char*, const CommStats*>{"comm", &algo->stats()},
                                    {"epoch/comm", &epoch_start_stats}}) {
-      const double stats[5] = {static_cast<double>(cs->rounds),
+      const double stats[7] = {static_cast<double>(cs->rounds),
                                static_cast<double>(cs->bytes_actual), cs->bytes_paper,
-                               cs->bytes_dense, static_cast<double>(cs->messages)};
+                               cs->bytes_dense, static_cast<double>(cs->messages),
+                               static_cast<double>(cs->bytes_down), cs->bytes_down_paper};
       ck.put_bytes(name, stats, sizeof(stats));
     }
     ck.put_floats("opt/momentum", opt->momentum().data(),
@@ -513,17 +660,23 @@ struct Trainer::Impl {
     }
     for (const auto& [name, cs] : {std::pair<const char*, CommStats*>{"comm", &algo->stats_mutable()},
                                    {"epoch/comm", &epoch_start_stats}}) {
-      double stats[5];
+      double stats[7];
       ck.get_bytes(name, stats, sizeof(stats));
-      for (double v : stats)
-        if (!std::isfinite(v) || v < 0 || v > 9.0e15 || v != std::floor(v))
+      for (int q = 0; q < 7; ++q) {
+        const double v = stats[q];
+        // Counts are whole numbers; the papers' byte conventions may hold fractions (bits / 8).
+        const bool whole = q != 2 && q != 3 && q != 6;
+        if (!std::isfinite(v) || v < 0 || v > 9.0e15 || (whole && v != std::floor(v)))
           throw CheckpointError(
               fmt::format("checkpoint {}: entry '{}': communication counts are corrupt", path, name));
+      }
       cs->rounds = static_cast<uint64_t>(stats[0]);
       cs->bytes_actual = static_cast<uint64_t>(stats[1]);
       cs->bytes_paper = stats[2];
       cs->bytes_dense = stats[3];
       cs->messages = static_cast<uint64_t>(stats[4]);
+      cs->bytes_down = static_cast<uint64_t>(stats[5]);
+      cs->bytes_down_paper = stats[6];
     }
     for (nets::NodeMatrix* mat : {&opt->momentum(), &opt->previous()}) {
       const std::string name = mat == &opt->momentum() ? "opt/momentum" : "opt/previous";
@@ -614,6 +767,24 @@ struct Trainer::Impl {
           "written for {} epochs, this run asks for {}; the step learning-rate schedule depends "
           "on the epoch count",
           have.contains("epochs") ? have.at("epochs").dump() : "(unset)", cfg.epochs));
+    if (scout) {
+      if (!meta.contains("skewscout") || !meta.contains("skewscout_measured"))
+        throw bad("missing field: skewscout (the controller's state)");
+      try {
+        scout->restore(meta.at("skewscout"));
+      } catch (const std::invalid_argument& e) {
+        throw bad(e.what());
+      }
+      const nlohmann::json& measured = meta.at("skewscout_measured");
+      if (!measured.is_null() &&
+          (!measured.is_object() || !measured.contains("accuracy_loss") ||
+           !measured.at("accuracy_loss").is_number() ||
+           !std::isfinite(measured.at("accuracy_loss").get<double>())))
+        throw bad("field skewscout_measured: expected null or an object with a finite "
+                  "accuracy_loss");
+      scout_measured = measured;
+      apply_knob();
+    }
   }
 
   // ---- learning rate ----------------------------------------------------------------------
@@ -628,11 +799,12 @@ struct Trainer::Impl {
   }
 
   // ---- evaluation -------------------------------------------------------------------------
-  // Per-node test accuracy of z_i, and of the averaged model (mean of z and of the buffers);
+  // Per-node test accuracy of z_i (the served models: the server's model for the algorithms that
+  // have one), and of the averaged model (mean of z and of the buffers);
   // every sum over nodes in node order (Communicator::allreduce_sum), so the numbers do not
   // depend on the split of the nodes over ranks.
   nlohmann::json evaluate() {
-    const nets::NodeMatrix& z = algo->z();
+    const nets::NodeMatrix& z = algo->served_models();
     const int n = cfg.nodes;
     const int64_t d = model->num_params();
     // Averaged model: z and the per-node buffers, summed over all nodes.
@@ -786,6 +958,8 @@ struct Trainer::Impl {
     g.bytes_paper = comm.sum_over_ranks(s.bytes_paper);
     g.bytes_dense = comm.sum_over_ranks(s.bytes_dense);
     g.messages = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.messages)));
+    g.bytes_down = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.bytes_down)));
+    g.bytes_down_paper = comm.sum_over_ranks(s.bytes_down_paper);
     return g;
   }
 
@@ -844,7 +1018,9 @@ struct Trainer::Impl {
     for (int epoch = first_epoch; epoch < cfg.epochs && !stopped_by; ++epoch) {
       const auto epoch_start = Clock::now();
       const float lr = lr_at(epoch);
+      algo->set_lr_ratio(static_cast<double>(lr) / cfg.lr);
       const int64_t first_it = in_epoch;  // > 0 when resuming in the middle of this epoch
+      const int64_t travel_at = scout ? travel_iteration(epoch) : -1;
       if (first_it == 0) {
         node_loss.assign(static_cast<size_t>(local), 0.0);
         node_correct.assign(static_cast<size_t>(local), 0.0);
@@ -868,7 +1044,9 @@ struct Trainer::Impl {
           node_loss[r] += st.loss[r];
           node_correct[r] += static_cast<double>(st.correct[r]);
         }
+        algo->reduce_gradients(grads, iteration, epoch);
         opt->step(algo->x(), grads, lr);
+        if (iteration == travel_at) measure_accuracy_loss();
         if (is_scsp && cfg.scsp_final_with_updates &&
             iteration >= total_iters - cfg.scsp_final_rounds)
           algo->gossip_rounds(1, iteration, epoch);
@@ -931,6 +1109,34 @@ struct Trainer::Impl {
       m["mb_per_node"] = static_cast<double>(cs.bytes_actual) / cfg.nodes / 1e6;
       m["compression_factor"] = cs.compression_factor();
       m["compression_factor_paper"] = cs.bytes_paper > 0 ? cs.bytes_dense / cs.bytes_paper : 1.0;
+      if (is_centralized(algo->spec().kind)) {
+        // Downlink, and the MV paper's bit budgets: bits per parameter and iteration of a node.
+        const double per = static_cast<double>(model->num_params()) * denom / 8.0;
+        m["bytes_down_per_node_iter"] =
+            static_cast<double>(cs.bytes_down - before_epoch.bytes_down) / denom;
+        m["bits_per_param_up_paper"] = (cs.bytes_paper - before_epoch.bytes_paper) / per;
+        m["bits_per_param_down_paper"] =
+            (cs.bytes_down_paper - before_epoch.bytes_down_paper) / per;
+        m["compression_factor_down"] =
+            cs.bytes_down > 0 ? cs.bytes_dense / static_cast<double>(cs.bytes_down) : 1.0;
+        m["compression_factor_down_paper"] =
+            cs.bytes_down_paper > 0 ? cs.bytes_dense / cs.bytes_down_paper : 1.0;
+      }
+      if (scout) {
+        nlohmann::json sk = scout_measured.is_null() ? nlohmann::json::object() : scout_measured;
+        sk["knob"] = scout_knob;
+        if (!scout_measured.is_null()) {
+          const SkewScoutDecision dec = scout->observe(scout_measured["accuracy_loss"].get<double>());
+          apply_knob();
+          sk.update(dec.to_json());
+        } else {
+          sk["value_before"] = sk["value_after"] = scout->value();
+          sk["reason"] = "no measurement this epoch";
+        }
+        sk["target"] = cfg.skewscout_target;
+        m["skewscout"] = sk;
+        scout_measured = nullptr;
+      }
       before_epoch = cs;
       // This invocation's share of the epoch (all of it unless it resumed in the middle).
       m["images_per_sec"] = seen * static_cast<double>(iters_per_epoch - first_it) /

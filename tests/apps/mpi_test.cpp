@@ -195,6 +195,30 @@ TEST_F(MpiTrain, RunsAreBitIdenticalOnOneTwoAndFourRanks) {
   EXPECT_NE(wrong.err.find("mpirun -np 2"), std::string::npos) << wrong.err;
 }
 
+// The centralized algorithms (one round type each: gradients, dense models, sparse sets,
+// votes with add-drop, sampled supports) and SkewScout: 4 ranks give the single process's bits.
+TEST_F(MpiTrain, CentralizedAlgorithmsAreBitIdenticalOnFourRanks) {
+  for (const std::string extra :
+       {"--algorithm bsp", "--algorithm dgc --dgc-warmup-epochs 1",
+        "--algorithm gaia --lr 0.01 --skewscout --skewscout-samples 50",
+        "--algorithm fedavg --local-steps 2 --fedavg-fraction 0.5 --skewscout "
+        "--skewscout-samples 50",
+        "--algorithm ssgd-topk --local-steps 2", "--algorithm mv-ad --add-drop-density 0.002",
+        "--algorithm mv-rs --local-steps 2 --partition exclusive"}) {
+    SCOPED_TRACE(extra);
+    const std::string args = "--epochs 2 --model mlp --norm none " + extra;
+    const std::string tag = std::to_string(std::hash<std::string>{}(extra) % 100000);
+    const Result one = run(kBin + "spush-train " + train_args("c1_" + tag) + args);
+    ASSERT_EQ(one.code, 0) << one.err;
+    const Result four = run(mpirun(4) + kBin + "spush-train " + train_args("c4_" + tag) + args);
+    ASSERT_EQ(four.code, 0) << four.err;
+    const Outcome want = outcome("c1_" + tag), got = outcome("c4_" + tag);
+    EXPECT_EQ(got.digests, want.digests);
+    ASSERT_EQ(got.metrics.size(), 2u);
+    EXPECT_EQ(got.metrics, want.metrics);
+  }
+}
+
 // The pid of rank `rank` of a running spush-train whose command line mentions `marker`.
 int find_rank_pid(const std::string& marker, int rank) {
   for (const auto& e : fs::directory_iterator("/proc")) {

@@ -154,6 +154,80 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
   }
 }
 
+// Every centralized algorithm (and SkewScout on FedAvg and Gaia): a run stopped after one epoch
+// and resumed ends with the same bits and metrics as the run straight through, and the same
+// run with its nodes on 2 ranks gives the same bits.
+TEST_F(TrainerTest, CentralizedAlgorithmsResumeAndSplitOverRanksBitIdentically) {
+  auto strip = [](const fs::path& dir) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(dir / "metrics.jsonl");
+    for (std::string l; std::getline(in, l);) {
+      auto m = nlohmann::json::parse(l);
+      for (const char* k : {"images_per_sec", "epoch_seconds", "elapsed_seconds"}) m.erase(k);
+      out.push_back(m);
+    }
+    return out;
+  };
+  struct Variant {
+    const char* algorithm;
+    int local_steps;
+    bool skewscout;
+  };
+  for (const Variant& v : {Variant{"bsp", 1, false}, Variant{"fedavg", 2, false},
+                           Variant{"gaia", 1, false}, Variant{"dgc", 1, false},
+                           Variant{"ssgd-topk", 2, false}, Variant{"ssgd-mv", 2, false},
+                           Variant{"mv-ad", 1, false}, Variant{"mv-rs", 2, false},
+                           Variant{"fedavg", 2, true}, Variant{"gaia", 1, true}}) {
+    const std::string name = std::string(v.algorithm) + (v.skewscout ? "_ss" : "");
+    SCOPED_TRACE(name);
+    TrainConfig c = config("central_" + name);
+    c.model = "mlp";  // the algorithms are under test, not the layers: the fastest model
+    c.norm = "none";
+    c.algorithm = v.algorithm;
+    c.local_steps = v.local_steps;
+    c.partition = "exclusive";
+    c.fedavg_fraction = 0.5;
+    c.dgc_warmup_epochs = 2;
+    c.add_drop_density = 0.002;
+    c.dense_epochs = std::string(v.algorithm) == "ssgd-mv" ? 1 : 0;
+    c.lr = std::string(v.algorithm) == "gaia" ? 0.01 : 0.05;
+    c.skewscout = v.skewscout;
+    c.skewscout_samples = 40;
+    const auto whole = run(c);
+    EXPECT_TRUE(whole["finished"].get<bool>());
+    EXPECT_GT(whole["test_acc_avg_model"].get<double>(), 0.3) << whole.dump();
+    const auto metrics = strip(c.out);
+    ASSERT_EQ(metrics.size(), 3u);
+    EXPECT_GT(metrics.back()["bytes_down_per_node_iter"].get<double>(), 0.0);
+    EXPECT_TRUE(metrics.back().contains("bits_per_param_up_paper"));
+    if (v.skewscout) {
+      for (const auto& m : metrics) {
+        ASSERT_TRUE(m.contains("skewscout")) << m.dump();
+        EXPECT_TRUE(m["skewscout"].contains("accuracy_loss")) << m.dump();
+      }
+    }
+
+    TrainConfig part = config_with(c, "central_part_" + name);
+    part.stop_after = 1;
+    run(part);
+    part.stop_after = 0;
+    part.resume = true;
+    const auto resumed = run(part);
+    EXPECT_EQ(resumed["node_digests"], whole["node_digests"]);
+    EXPECT_EQ(strip(part.out), metrics);
+
+    TrainConfig two = config_with(c, "central_ranks_" + name);
+    std::vector<nlohmann::json> summaries(2);
+    test::on_ranks(2, two.nodes, [&](Communicator& comm) {
+      std::ostringstream log, progress;
+      Trainer t(two, comm, log, progress);
+      summaries[comm.rank()] = t.run();
+    });
+    EXPECT_EQ(summaries[0]["node_digests"], whole["node_digests"]);
+    EXPECT_EQ(strip(two.out), metrics);
+  }
+}
+
 // Expects construction to throw an exception whose message contains `needle`.
 template <typename E>
 void expect_error(const TrainConfig& c, const std::string& needle) {

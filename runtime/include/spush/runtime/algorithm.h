@@ -1,6 +1,12 @@
-// The push-sum gossip algorithms (docs/ALGORITHMS.md, "The push-sum family"), one engine for
-// every backend and communicator: SGP / D-PSGD, Deep-Squeeze, Sparse-Push, SCSP and
-// CHOCO-SGD / Quant-SGP over the node-batched parameter matrix of the nodes this rank hosts.
+// The algorithms of a run over the node-batched parameter matrix of the nodes this rank hosts:
+//  - the push-sum gossip family (docs/ALGORITHMS.md, "The push-sum family"), one engine for
+//    every backend and communicator: SGP / D-PSGD, Deep-Squeeze, Sparse-Push, SCSP and
+//    CHOCO-SGD / Quant-SGP (runtime/src/engine.cpp);
+//  - the centralized algorithms over the communicator's centralized rounds (docs/ALGORITHMS.md,
+//    "Centralized algorithms"): BSP, FederatedAveraging, Gaia, DeepGradientCompression,
+//    SSGD with top-K, SSGD-MV and its add-drop (MV-AD) and random-selection (MV-RS) variants
+//    (runtime/src/engine_centralized.cpp; cpu backend). They keep no push-sum weights: u = 1
+//    and z = x.
 //
 // Per iteration t, for the local nodes:
 //   1. the caller computes gradients at z_i = x_i / u_i  (z()),
@@ -45,6 +51,29 @@ enum class AlgorithmKind {
   kSparsePush,   // the same rule on any column-stochastic graph
   kScsp,         // Sparse-Push, then an uncompressed push-sum final phase
   kChoco,        // CHOCO-SGD / Quant-SGP (push-sum CHOCO), public copies
+  // Centralized: a parameter server that every rank plays (Communicator::gather_round).
+  kBsp,       // synchronous SGD: gradients averaged every iteration
+  kFedAvg,    // FederatedAveraging: local steps, then the models averaged
+  kGaia,      // Gaia: accumulated updates shared when significant relative to the weight
+  kDgc,       // DeepGradientCompression: top-K gradients with momentum correction
+  kSsgdTopK,  // sparse SGD: each worker's top-K model difference, error feedback
+  kMv,        // SSGD-MV: the top-K of the workers' votes is the common support
+  kMvAd,      // SSGD-MV with add-drop votes
+  kMvRs,      // SSGD-MV with the support sampled in proportion to the votes
+};
+
+// The centralized algorithms' settings (docs/ALGORITHMS.md, "Centralized algorithms").
+// K = topk_count(d, compressor.density) over the whole model; index sets travel in the block
+// position code (kernels/codec.h).
+struct CentralizedSpec {
+  double fedavg_fraction = 1.0;   // FedAvg: fraction of the nodes averaged each round, (0, 1]
+  double gaia_threshold = 0.1;    // Gaia: significance threshold T0 (|accumulated / w| > T)
+  int dgc_warmup_epochs = 4;      // DGC: epochs of the density warm-up (0: none)
+  double dgc_clip = 0;            // DGC: local gradient clipping norm (0: off)
+  double dgc_momentum = 0.9;      // DGC: momentum of the momentum correction
+  double dgc_weight_decay = 1e-4; // DGC: weight decay added to the gradient
+  double add_drop_density = 1e-3; // MV-AD: at most ceil(rho_ad d) votes added and dropped
+  int dense_epochs = 0;           // SSGD-top-K, MV family: epochs of uncompressed averaging
 };
 
 struct AlgorithmSpec {
@@ -55,22 +84,44 @@ struct AlgorithmSpec {
   int local_steps = 1;                   // H: communicate every H iterations
   int scsp_final_rounds = 40;            // kScsp: rounds of the final phase
   bool scsp_final_with_updates = false;  // kScsp: final phase keeps local updates (see trainer)
+  CentralizedSpec central;               // the centralized kinds
 };
 
 AlgorithmKind algorithm_kind_from_string(std::string_view name);  // throws, lists names
 const char* to_string(AlgorithmKind kind);
+// BSP, FedAvg, Gaia, DGC, SSGD-top-K and the MV family.
+bool is_centralized(AlgorithmKind kind);
 // Averaging-rate defaults by density (docs/ALGORITHMS.md §3.7: 1 -> 1, 0.5 -> 0.08, 0.1 -> 0.01,
 // 0.01 -> 0.005, 0.001 -> 0.001; in between: the value of the nearest density above).
 double default_eta(double density);
+
+// The MV family's server rules (docs/ALGORITHMS.md, "Centralized algorithms"): the K positions
+// of the common support (ascending) from the per-position vote counts of a round.
+// majority_support (SSGD-MV, MV-AD): the K largest counts; ties by a pseudo-random priority of
+// the position drawn for the round (philox_uniform(seed, 0x4d56, round, j), the same on every
+// rank: no position is favoured round after round), then by the lower index.
+std::vector<int32_t> majority_support(const std::vector<double>& votes, int64_t k, uint64_t seed,
+                                      uint64_t round);
+// sampled_support (MV-RS): K positions drawn without replacement with probabilities in
+// proportion to their votes (positions without votes only when fewer than K have any).
+std::vector<int32_t> sampled_support(const std::vector<double>& votes, int64_t k, uint64_t seed,
+                                     uint64_t round);
 
 // Communication accounting of this rank's nodes, cumulative.
 struct CommStats {
   uint64_t rounds = 0;        // communication rounds done
   uint64_t bytes_actual = 0;  // header + payload bytes sent by local nodes (communicator count)
-  double bytes_paper = 0;     // papers' convention: 6 bytes per kept value + 4 for u;
-                              // dense = 4 (d + 1)
-  double bytes_dense = 0;     // what uncompressed gossip (4 (d + 1) per message) would send
+  double bytes_paper = 0;     // papers' convention: gossip: 6 bytes per kept value + 4 for u,
+                              // dense = 4 (d + 1); centralized: 32 bits per value plus the
+                              // block position code's bits per index
+  double bytes_dense = 0;     // gossip: what uncompressed gossip (4 (d + 1) per message) would
+                              // send; centralized: what BSP would send up (4 d per node and
+                              // iteration)
   uint64_t messages = 0;      // messages sent by local nodes
+  // Centralized: what the server sends the local nodes (actual and papers' convention; the
+  // uplink is in bytes_actual / bytes_paper). Zero for gossip.
+  uint64_t bytes_down = 0;
+  double bytes_down_paper = 0;
   double compression_factor() const { return bytes_actual ? bytes_dense / bytes_actual : 1.0; }
 };
 
@@ -80,8 +131,13 @@ class Algorithm {
   Algorithm(const Algorithm&) = delete;
   Algorithm& operator=(const Algorithm&) = delete;
 
-  // Starts from x0 (host, [local_nodes x d]); u = 1, errors and public copies = 0.
+  // Starts from x0 (host, [local_nodes x d]); u = 1, errors and public copies = 0. The
+  // centralized kinds start every node from the mean of x0 over all nodes (collective).
   void init(const nets::NodeMatrix& x0);
+  // BSP and DGC: replaces each local node's gradient (host [local_nodes x d], computed at z) by
+  // what the server returns (the mean gradient; DGC: the mean of the sparsified, momentum
+  // corrected accumulations). Collective for them; a no-op for the other kinds.
+  void reduce_gradients(nets::NodeMatrix& grads, int64_t iteration, int64_t epoch);
   // Communication + mixing of iteration t (see the file comment).
   void communicate(int64_t iteration, int64_t epoch);
   // Uncompressed push-sum gossip rounds with eta = 1 and no local update (SCSP's final phase;
@@ -93,6 +149,10 @@ class Algorithm {
   nets::NodeMatrix& x();
   const nets::NodeMatrix& x() const;  // reading only: z stays valid
   const nets::NodeMatrix& z();
+  // The models a node answers with (what evaluation measures): z, except for the algorithms
+  // with a server model (FedAvg, SSGD-top-K, the MV family), whose nodes all serve the
+  // server's model theta; their x are local models between two rounds. Host memory.
+  const nets::NodeMatrix& served_models();
   // Copies x or z into out (resized to [local_nodes x d]); any backend.
   void download_x(nets::NodeMatrix& out);
   void download_z(nets::NodeMatrix& out);
@@ -101,6 +161,15 @@ class Algorithm {
   // Waits for the backend; throws std::runtime_error when an op flagged a non-finite model or a
   // malformed message since the last check. On the cpu backend every round checks itself.
   void synchronize();
+
+  // DGC keeps the momentum and weight decay itself: the caller's optimizer steps without them.
+  bool owns_momentum() const { return spec_.kind == AlgorithmKind::kDgc; }
+  // The communication knobs an adaptive controller (SkewScout) turns between iterations:
+  // the period H (every kind but BSP and DGC) and Gaia's threshold T0.
+  void set_local_steps(int h);
+  void set_gaia_threshold(double t0);
+  // The learning rate over its base value: Gaia's threshold follows it (T = T0 * ratio).
+  void set_lr_ratio(double ratio);
 
   const CommStats& stats() const { return stats_; }
   CommStats& stats_mutable() { return stats_; }
@@ -125,7 +194,8 @@ class Algorithm {
   friend std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec&, const nets::Layout&,
                                                    const Schedule&, kernels::Backend&,
                                                    Communicator&);
-  struct Impl;
+  struct Impl;     // the push-sum engine (engine.cpp)
+  struct Central;  // the centralized algorithms (engine_centralized.cpp)
   Algorithm(const AlgorithmSpec& spec, const nets::Layout& layout, const Schedule& schedule,
             kernels::Backend& backend, Communicator& comm);
 
@@ -136,6 +206,7 @@ class Algorithm {
   std::vector<float> u_;
   CommStats stats_;
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Central> central_;
 };
 
 // Validates the spec against the layout, schedule and communicator (eta in (0, 1] or

@@ -17,6 +17,11 @@
 //  - Collectives over ranks, with which the node-level reductions below are built:
 //    allgather_ranks, broadcast, barrier. Node-level sums are taken in node order in double, so
 //    a reduction gives the same bits whatever the number of ranks.
+//  - A centralized round (gather_round): every local node's payload, with a header addressed to
+//    the parameter server (dst kServer), reaches every rank; every rank checks every header and
+//    then plays the server itself (the same reduction in node order on every rank), so the
+//    server's reply is never sent: count_reply() counts what a server would send each node.
+//    Uplink bytes are counted on the edge (node, kServer), downlink on (kServer, node).
 //  - agree(): every rank learns whether any rank failed a step, and with which message.
 // Every rank must make the same sequence of rounds and collectives: a rank that leaves it (an
 // error) must end the job with abort(), or the others wait for it until they time out.
@@ -176,6 +181,24 @@ class Communicator {
   using Observer = std::function<void(const Graph&, const RoundMessages&)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 
+  // ---- centralized rounds (host memory) ------------------------------------------------------
+  // The parameter server's node id in headers and byte counts.
+  static constexpr int kServer = -1;
+  // Every node's payload of a centralized round, in node order.
+  struct Gathered {
+    std::vector<uint8_t> data;
+    std::vector<size_t> offset, bytes;  // per node: where its payload starts, its length
+    const uint8_t* payload(int node) const { return data.data() + offset[node]; }
+  };
+  // Sends each local node's payload (local_payloads[r] for node first_local() + r; lengths may
+  // differ) to every rank, checks every header (CommError naming the node on a mismatch) and
+  // counts the uplink bytes (header + payload; nothing for an empty payload: that node sends
+  // nothing). Collective. The result is valid until the next call.
+  const Gathered& gather_round(uint64_t round, MessageKind kind, uint16_t codec,
+                               const std::vector<std::vector<uint8_t>>& local_payloads);
+  // Counts the server's reply of payload_bytes[r] bytes (plus its header) to local node r.
+  void count_reply(const std::vector<size_t>& payload_bytes);
+
   // ---- collectives (host memory; every rank calls them in the same order) -----------------
   // all[k * bytes .. (k + 1) * bytes) = rank k's `mine`.
   virtual void allgather_ranks(const void* mine, size_t bytes, void* all) = 0;
@@ -237,6 +260,7 @@ class Communicator {
   std::vector<char> filled_;
   std::vector<Remote> sends_, recvs_;
   Inbox inbox_;
+  Gathered gathered_;
 };
 
 // The communicator of a run: "local", "mpi" (needs a build with MPI and a start by mpirun, or

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "spush/runtime/settings.h"  // ConfigError
 
@@ -19,7 +20,9 @@ struct TrainConfig {
   std::string schedule = "epochs:1";  // UNIT:N: rotate a topology list every N epochs|iterations
   double failure_prob = 0;            // random link failures per edge per round
   // algorithm and compression
-  std::string algorithm = "sparsepush";  // sgp | deepsqueeze | sparsepush | scsp | choco
+  std::string algorithm = "sparsepush";  // sgp | deepsqueeze | sparsepush | scsp | choco |
+                                         // bsp | fedavg | gaia | dgc | ssgd-topk | ssgd-mv |
+                                         // mv-ad | mv-rs
   std::string compressor =
       "topk";  // topk | randomk | qsgd | sign | fractional | minmax8 | identity
   double density = 0.01;
@@ -30,6 +33,18 @@ struct TrainConfig {
   int local_steps = 1;
   int scsp_final_rounds = 40;
   bool scsp_final_with_updates = false;
+  // centralized algorithms (runtime::CentralizedSpec)
+  double fedavg_fraction = 1;
+  double gaia_threshold = 0.1;
+  int dgc_warmup_epochs = 4;
+  double dgc_clip = 0;
+  double add_drop_density = 1e-3;
+  int dense_epochs = 0;
+  // SkewScout (runtime/skewscout.h)
+  bool skewscout = false;
+  double skewscout_target = 0.05;
+  int64_t skewscout_samples = 1000;
+  std::string skewscout_grid;  // empty: the knob's default grid
   // model
   std::string model = "lenet5";
   std::string norm = "group";  // batch | group | evonorm | none
@@ -79,6 +94,10 @@ struct TrainConfig {
   nlohmann::json to_json() const;
   // Keys the checkpoint must agree on to resume (everything that changes the trajectory).
   nlohmann::json trajectory_json() const;
+  // SkewScout's knob for the algorithm ("local-steps" or "gaia-threshold") and its grid (the
+  // skewscout-grid setting, else the default). Throws ConfigError for an algorithm without a
+  // knob (bsp, dgc) or a bad grid.
+  std::pair<std::string, std::vector<double>> skewscout_knob() const;
 };
 
 }  // namespace spush::runtime

@@ -109,6 +109,12 @@ void check_tables(const char* fn, int64_t rows, int64_t ld, SegmentView segs,
                                   std::to_string(k) + " entries, expected 0 <= k <= length " +
                                   std::to_string(len));
     }
+    if (k == 0 && len > 0) {
+      throw std::invalid_argument(f + ": segment " + std::to_string(s) + " of length " +
+                                  std::to_string(len) +
+                                  " keeps K = 0 entries; a non-empty segment keeps K >= 1 "
+                                  "(topk_offsets gives max(1, ceil(density * length)))");
+    }
   }
   const int64_t d = segs.total();
   if (d > std::numeric_limits<int32_t>::max()) {
@@ -124,9 +130,10 @@ void check_tables(const char* fn, int64_t rows, int64_t ld, SegmentView segs,
 }  // namespace
 
 void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) {
-  if (n < 0 || k < 0 || k > n) {
+  if (n < 0 || k < 0 || k > n || (k == 0 && n > 0)) {
     throw std::invalid_argument("topk_cpu: k = " + std::to_string(k) +
-                                " and n = " + std::to_string(n) + ", expected 0 <= k <= n");
+                                " and n = " + std::to_string(n) +
+                                ", expected 1 <= k <= n (k = 0 only for n = 0)");
   }
   const int64_t offsets[2] = {0, n};
   const int64_t k_offsets[2] = {0, k};

@@ -2,8 +2,9 @@
 // and the launch sequence of the radix select (topk_select.cu) and compaction (topk_compact.cu):
 // one memset and six launches for any rows and segments, no allocation, no host synchronization.
 // CUDA specifics: the workspace is sized from ld, so ld >= segs.total() also for one row; device
-// tables the kernels cannot use (bad offsets, K outside [0, length], a row longer than ld, more
-// work items than the workspace holds) set *error_flag = 2 and nothing is written.
+// tables the kernels cannot use (bad offsets, K outside [0, length], K = 0 for a non-empty
+// segment, a row longer than ld, more work items than the workspace holds) set *error_flag = 2
+// and nothing is written.
 #include <map>
 #include <mutex>
 #include <stdexcept>

@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) topk_setup_kernel(Problem p, Workspa
     if (s < p.nseg) {
       const int64_t len = p.seg_off[s + 1] - p.seg_off[s];
       const int64_t k = p.k_off[s + 1] - p.k_off[s];
-      if (len < 0 || k < 0 || k > len) s_bad = 1;
+      if (len < 0 || k < 0 || k > len || (k == 0 && len > 0)) s_bad = 1;  // K = 0: empty only
       if (len > 0) nch = (len + kChunk - 1) / kChunk;
     }
     int64_t excl, total;

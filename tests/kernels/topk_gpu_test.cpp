@@ -3,7 +3,8 @@
 // random inputs of many sizes (one item, many items, ragged last items), batched rows with
 // padding, layer tables with empty and length-1 segments, and the top-K edge cases (ties at
 // the K-th magnitude across work items, all-equal keys, +-inf, -0.0, denormals, narrow ranges,
-// K = 0, 1, length). NaN and inconsistent tables set the error flag.
+// K = 0 for empty segments, 1, length). NaN, inconsistent tables and K = 0 for a non-empty
+// segment set the error flag.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -182,14 +183,22 @@ TEST(TopkGpu, BatchedRowsWithLayerSegments) {
     expect_matches_cpu(x, rows, ld, off, topk_offsets(segs, rho),
                        "layers rho=" + std::to_string(rho));
   }
-  // Hand-made counts: K = 0 for non-empty segments, K = length, K = 1.
+  // Hand-made counts: K = length, K = 1, K = 2 (K = 0 only where the segment is empty).
   std::vector<int64_t> koff{0};
   for (size_t s = 0; s < lens.size(); ++s) {
     const int64_t len = lens[s];
-    const int64_t k = s % 3 == 0 ? 0 : (s % 3 == 1 ? len : std::min<int64_t>(len, 1));
+    const int64_t k =
+        s % 3 == 0 ? std::min<int64_t>(len, 2) : (s % 3 == 1 ? len : std::min<int64_t>(len, 1));
     koff.push_back(koff.back() + k);
   }
-  expect_matches_cpu(x, rows, ld, off, koff, "layers with K in {0, 1, len}");
+  expect_matches_cpu(x, rows, ld, off, koff, "layers with K in {0 if empty, 1, 2, len}");
+  // K = 0 for a non-empty segment is an inconsistent table (topk.h): flag 2, nothing written.
+  std::vector<int64_t> zero_k = koff;
+  for (size_t s = 4; s < zero_k.size(); ++s) zero_k[s] -= 1;  // segment 3 (length 2304) keeps 0
+  ASSERT_EQ(zero_k[4] - zero_k[3], 0);
+  const Result bad = run_gpu(x, rows, ld, off, zero_k);
+  EXPECT_EQ(bad.flag, 2);
+  for (size_t j = 0; j < bad.idx.size(); ++j) ASSERT_EQ(bad.idx[j], -1) << "written at " << j;
 }
 
 TEST(TopkGpu, RandomTablesAndRows) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "spush/kernels/backend.h"
 #include "spush/kernels/segments.h"
 
 namespace spush::kernels {
@@ -161,11 +162,12 @@ TEST(TopkCpu, QuantizedValuesManyTies) {
   for (int64_t k : {1, 2, 17, 100, 999, 1000, 1001, 1999, 2000}) check_topk(x, k, "ties");
 }
 
-TEST(TopkCpu, KZeroWritesNothing) {
+TEST(TopkCpu, KZeroIsRejectedForNonEmptyInput) {
+  // K = 0 is valid only for n = 0 (topk.h); otherwise an error, and nothing is written.
   std::vector<float> x{1.0f, 2.0f};
   int32_t idx = -7;
   float val = 5.0f;
-  topk_cpu(x.data(), 2, 0, &idx, &val);
+  EXPECT_THROW(topk_cpu(x.data(), 2, 0, &idx, &val), std::invalid_argument);
   EXPECT_EQ(idx, -7);
   EXPECT_EQ(val, 5.0f);
   topk_cpu(nullptr, 0, 0, nullptr, nullptr);
@@ -285,7 +287,7 @@ TEST(TopkCpu, RejectsNaNNamingPosition) {
     } catch (const std::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find("index 17"), std::string::npos) << e.what();
     }
-    // k == 0 and k == n still reject it.
+    // k == n rejects it too (k == 0 is an error for n > 0 anyway).
     EXPECT_THROW(topk_cpu(x.data(), 40, 0, idx.data(), val.data()), std::invalid_argument);
     std::vector<int32_t> all_idx(40);
     std::vector<float> all_val(40);
@@ -428,6 +430,41 @@ TEST(TopkBatchedCpu, RejectsBadTables) {
   EXPECT_THROW(topk_batched_cpu(x.data(), 1, 10, SegmentView{decreasing.data(), 2}, koff.data(),
                                 idx.data(), val.data()),
                std::invalid_argument);
+}
+
+TEST(TopkBatchedCpu, RejectsKZeroForANonEmptySegment) {
+  // topk_offsets never gives K = 0 for a non-empty segment (max(1, ceil(density * len)));
+  // a hand-made table that does is an error naming the segment, not an empty selection.
+  std::vector<float> x(10, 1.0f);
+  x[4] = -3.0f;
+  std::vector<int32_t> idx(10, -7);
+  std::vector<float> val(10, kNaN);
+  const std::vector<int64_t> off{0, 3, 3, 10};
+  const std::vector<int64_t> zero_k{0, 1, 1, 1};  // segment 2 (length 7) keeps 0
+  try {
+    topk_batched_cpu(x.data(), 1, 10, SegmentView{off.data(), 3}, zero_k.data(), idx.data(),
+                     val.data());
+    FAIL() << "K = 0 for a non-empty segment accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("segment 2 of length 7"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("K = 0"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(idx[0], -7) << "nothing is written before the check";
+  // K = 0 for the empty segment 1 is the one valid K there.
+  const std::vector<int64_t> koff = topk_offsets(SegmentView{off.data(), 3}, 0.1);
+  ASSERT_EQ(koff, (std::vector<int64_t>{0, 1, 1, 2}));
+  check_batched(x, 1, 10, off, koff, "empty segment with K = 0");
+  // Global form: k = 0 only for n = 0.
+  EXPECT_THROW(topk_cpu(x.data(), 10, 0, idx.data(), val.data()), std::invalid_argument);
+  EXPECT_NO_THROW(topk_cpu(x.data(), 0, 0, idx.data(), val.data()));
+  // The cpu backend turns the exception into its error word, with the text.
+  auto be = make_cpu_backend();
+  be->topk_batched(x.data(), 1, 10, SegmentView{off.data(), 3}, zero_k.data(), idx.data(),
+                   val.data(), nullptr, 0, be->error_word());
+  const BackendErrors err = be->take_errors();
+  EXPECT_TRUE(err.any());
+  EXPECT_NE(err.detail.find("K = 0"), std::string::npos) << err.detail;
 }
 
 TEST(TopkCuda, ThrowsWithoutCudaBuild) {

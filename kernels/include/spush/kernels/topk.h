@@ -9,7 +9,9 @@
 //
 // The general form is batched and segmented: `rows` rows of a node matrix with leading
 // dimension `ld`, each cut into the same segments; segment s of every row keeps
-// k_offsets[s+1] - k_offsets[s] entries. Output for row r, segment s starts at
+// k_offsets[s+1] - k_offsets[s] entries: K >= 1 for a non-empty segment, K = 0 for an empty one
+// (K = 0 for a non-empty segment is an error: std::invalid_argument on the CPU, error flag 2 on
+// the GPU). Output for row r, segment s starts at
 // r * k_offsets[count] + k_offsets[s]. Global selection is the one-segment case.
 //
 // Example (global top-1% of a vector):
@@ -26,7 +28,7 @@
 
 namespace spush::kernels {
 
-// Global top-k of x[0..n). idx/val have k entries.
+// Global top-k of x[0..n), 1 <= k <= n (k = 0 only for n = 0). idx/val have k entries.
 void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val);
 
 // Batched, segmented. idx/val have rows * k_offsets[segs.count] entries.

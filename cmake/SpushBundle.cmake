@@ -1,0 +1,133 @@
+# The offline dependency bundle (scripts/make-bundle.sh; docs/BUILDING.md, "Building offline /
+# the GPU bundle") and the origin of each host dependency for the configure summary.
+#
+# -DSPUSH_BUNDLE=DIR includes DIR/bundle.cmake before the host dependencies are searched: it puts
+# the bundle's prefix first in CMAKE_PREFIX_PATH and sets the package folders (GTest_DIR, ...,
+# ZLIB_ROOT, BLAS_ROOT), so find_package finds the bundle's copies. spush_check_dependencies()
+# then fails the configure step when one of them came from somewhere else anyway, and
+# spush_dependency_summary() prints, per dependency, "bundle" or "system", version and path.
+set(SPUSH_BUNDLE "" CACHE PATH
+    "Offline dependency bundle made by scripts/make-bundle.sh (empty: the system's packages)")
+
+if(SPUSH_BUNDLE)
+  get_filename_component(SPUSH_BUNDLE_DIR "${SPUSH_BUNDLE}" ABSOLUTE)
+  if(NOT EXISTS "${SPUSH_BUNDLE_DIR}/bundle.cmake")
+    message(FATAL_ERROR "SPUSH_BUNDLE=${SPUSH_BUNDLE}: no bundle.cmake there; make the bundle "
+                        "with scripts/make-bundle.sh DIR and pass that DIR")
+  endif()
+  include("${SPUSH_BUNDLE_DIR}/bundle.cmake")
+  if(NOT SPUSH_BUNDLE_FORMAT EQUAL 1)
+    message(FATAL_ERROR "SPUSH_BUNDLE=${SPUSH_BUNDLE}: bundle format '${SPUSH_BUNDLE_FORMAT}' is "
+                        "not the format 1 this CMakeLists.txt reads; remake it with "
+                        "scripts/make-bundle.sh")
+  endif()
+  set(SPUSH_BUNDLE_SUMMARY "${SPUSH_BUNDLE_DIR} (${SPUSH_BUNDLE_MADE_ON} packages)")
+else()
+  set(SPUSH_BUNDLE_SUMMARY "none (the system's packages)")
+endif()
+
+# <out> = "bundle" when every path of ARGN lies inside the bundle, "system" otherwise,
+# "not found" when ARGN is empty or names nothing that was found.
+function(spush_origin out)
+  set(paths "")
+  foreach(p IN LISTS ARGN)
+    if(p AND NOT p MATCHES "-NOTFOUND$" AND IS_ABSOLUTE "${p}")
+      list(APPEND paths "${p}")
+    endif()
+  endforeach()
+  if(NOT paths)
+    set(${out} "not found" PARENT_SCOPE)
+    return()
+  endif()
+  set(origin "system")
+  if(SPUSH_BUNDLE)
+    set(origin "bundle")
+    get_filename_component(root "${SPUSH_BUNDLE_DIR}" REALPATH)
+    foreach(p IN LISTS paths)
+      get_filename_component(real "${p}" ABSOLUTE)
+      string(FIND "${real}/" "${SPUSH_BUNDLE_DIR}/" at)
+      if(NOT at EQUAL 0)
+        get_filename_component(real "${p}" REALPATH)
+        string(FIND "${real}/" "${root}/" at)
+      endif()
+      if(NOT at EQUAL 0)
+        set(origin "system")
+      endif()
+    endforeach()
+  endif()
+  set(${out} "${origin}" PARENT_SCOPE)
+endfunction()
+
+# The paths that show where each host dependency was found (after the find_package calls).
+# Sets SPUSH_DEP_NAMES and, per name, SPUSH_DEP_PATHS_<name> and SPUSH_DEP_VERSION_<name>.
+macro(spush_collect_dependencies)
+  set(SPUSH_DEP_NAMES fmt nlohmann_json ZLIB BLAS cblas)
+  set(SPUSH_DEP_PATHS_fmt "${fmt_DIR}")
+  set(SPUSH_DEP_VERSION_fmt "${fmt_VERSION}")
+  set(SPUSH_DEP_PATHS_nlohmann_json "${nlohmann_json_DIR}")
+  set(SPUSH_DEP_VERSION_nlohmann_json "${nlohmann_json_VERSION}")
+  set(SPUSH_DEP_PATHS_ZLIB ${ZLIB_LIBRARIES} ${ZLIB_INCLUDE_DIRS})
+  set(SPUSH_DEP_VERSION_ZLIB "${ZLIB_VERSION_STRING}")
+  set(SPUSH_DEP_PATHS_BLAS ${BLAS_LIBRARIES})
+  set(SPUSH_DEP_VERSION_BLAS "")
+  set(SPUSH_DEP_PATHS_cblas "${SPUSH_CBLAS_INCLUDE}")
+  set(SPUSH_DEP_VERSION_cblas "")
+  if(SPUSH_CBLAS_INCLUDE AND EXISTS "${SPUSH_CBLAS_INCLUDE}/openblas_config.h")
+    file(STRINGS "${SPUSH_CBLAS_INCLUDE}/openblas_config.h" _v REGEX "define OPENBLAS_VERSION ")
+    if(_v MATCHES "OpenBLAS ([0-9][0-9.]*)")
+      set(SPUSH_DEP_VERSION_BLAS "OpenBLAS ${CMAKE_MATCH_1}")
+      set(SPUSH_DEP_VERSION_cblas "OpenBLAS ${CMAKE_MATCH_1}")
+    endif()
+  endif()
+  if(SPUSH_BUILD_TESTS)
+    list(APPEND SPUSH_DEP_NAMES GTest)
+    set(SPUSH_DEP_PATHS_GTest "${GTest_DIR}")
+    if(NOT GTest_DIR AND GTEST_INCLUDE_DIRS)  # found by CMake's FindGTest module
+      set(SPUSH_DEP_PATHS_GTest ${GTEST_INCLUDE_DIRS} ${GTEST_LIBRARIES})
+    endif()
+    set(SPUSH_DEP_VERSION_GTest "${GTest_VERSION}")
+  endif()
+  if(SPUSH_BUILD_BENCH)
+    list(APPEND SPUSH_DEP_NAMES benchmark)
+    set(SPUSH_DEP_PATHS_benchmark "${benchmark_DIR}")
+    set(SPUSH_DEP_VERSION_benchmark "${benchmark_VERSION}")
+  endif()
+endmacro()
+
+# With a bundle: every dependency it provides must come from it (else FATAL_ERROR naming it).
+function(spush_check_dependencies)
+  if(NOT SPUSH_BUNDLE)
+    return()
+  endif()
+  spush_collect_dependencies()
+  set(bad "")
+  foreach(name IN LISTS SPUSH_DEP_NAMES)
+    spush_origin(origin ${SPUSH_DEP_PATHS_${name}})
+    if(NOT origin STREQUAL "bundle")
+      list(APPEND bad "${name} (${origin}: ${SPUSH_DEP_PATHS_${name}})")
+    endif()
+  endforeach()
+  if(bad)
+    string(REPLACE ";" "\n  " bad "${bad}")
+    message(FATAL_ERROR "SPUSH_BUNDLE=${SPUSH_BUNDLE_DIR} is set, but these dependencies were not "
+                        "taken from it:\n  ${bad}\nUse a fresh build folder (the cache may hold "
+                        "older finds) or remake the bundle with scripts/make-bundle.sh.")
+  endif()
+endfunction()
+
+# One summary line per host dependency: origin, version, where.
+function(spush_dependency_summary)
+  spush_collect_dependencies()
+  foreach(name IN LISTS SPUSH_DEP_NAMES)
+    spush_origin(origin ${SPUSH_DEP_PATHS_${name}})
+    set(where "${SPUSH_DEP_PATHS_${name}}")
+    list(GET where 0 where)
+    set(label "${name}                  ")
+    string(SUBSTRING "${label}" 0 18 label)
+    set(version "${SPUSH_DEP_VERSION_${name}}")
+    if(version)
+      set(version "${version} ")
+    endif()
+    message(STATUS "  ${label}: ${origin} ${version}${where}")
+  endforeach()
+endfunction()

@@ -605,7 +605,9 @@ TEST(SettingsGroups, AcceptWhatTheLibraryAccepts) {
 TEST(SettingsGroups, Boundaries) {
   Shared g;
   g.accept({"--nodes", "1"});
-  g.refuse({"--nodes", "0"}, "nodes = 0: expected an integer >= 1");
+  g.refuse({"--nodes", "0"}, "nodes = 0: expected an integer in [1, 65536]");
+  g.accept({"--nodes", "65536"});
+  g.refuse({"--nodes", "65537"}, "nodes = 65537: expected an integer in [1, 65536]");
   g.accept({"--failure-prob", "0"});
   g.refuse({"--failure-prob", "1"}, "failure-prob = 1: expected a value in [0, 1)");
   g.accept({"--density", "1"});
@@ -623,7 +625,9 @@ TEST(SettingsGroups, Boundaries) {
   for (const char* t : {"local", "mpi", "auto"}) g.accept({"--transport", t});
   g.refuse({"--transport", "tcp"}, "transport = 'tcp': expected one of local | mpi | auto");
   g.accept({"--comm-timeout", "0.001"});
-  g.refuse({"--comm-timeout", "0"}, "comm-timeout = 0: expected a value > 0");
+  g.refuse({"--comm-timeout", "0"}, "comm-timeout = 0: expected a value in (0, 1000000]");
+  g.accept({"--comm-timeout", "1000000"});
+  g.refuse({"--comm-timeout", "1e7"}, "comm-timeout = 10000000: expected a value in (0, 1000000]");
   g.accept({"--threads", "0"});
   g.accept({"--threads", "1024"});
   g.refuse({"--threads", "1025"}, "threads = 1025: expected an integer in [0, 1024]");
@@ -652,6 +656,16 @@ TEST(TrainConfigSettings, DeclaredOnceWithTheConfigJsonKeys) {
                                              "local-steps",
                                              "scsp-final-rounds",
                                              "scsp-final-with-updates",
+                                             "fedavg-fraction",
+                                             "gaia-threshold",
+                                             "dgc-warmup-epochs",
+                                             "dgc-clip",
+                                             "add-drop-density",
+                                             "dense-epochs",
+                                             "skewscout",
+                                             "skewscout-target",
+                                             "skewscout-samples",
+                                             "skewscout-grid",
                                              "model",
                                              "norm",
                                              "groups",

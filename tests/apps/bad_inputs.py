@@ -142,6 +142,14 @@ def main():
         "comm-timeout": ["0", "-1", "nan", "inf", "1e300"],
         "stop-after": ["-1"],
         "seed": ["-1", "abc", "1.5", "18446744073709551616"],
+        "fedavg-fraction": ["0", "1.5", "nan"],
+        "gaia-threshold": ["0", "-0.1", "inf"],
+        "dgc-warmup-epochs": ["-1", "x"],
+        "dgc-clip": ["-1", "nan"],
+        "add-drop-density": ["0", "2"],
+        "dense-epochs": ["-2"],
+        "skewscout-target": ["-0.1", "1.5", "nan"],
+        "skewscout-samples": ["0", "1000000"],
     }
     for flag, values in numeric.items():
         for v in values:
@@ -169,7 +177,13 @@ def main():
                           (["--algorithm", "deepsqueeze", "--topology", "ring"], "doubly"),
                           (["--index-codec", "local16", "--global-compression", "--model",
                             "resnet20"], "local16"),
-                          (["--partition", "exclusive", "--nodes", "64"], "partition exclusive")]:
+                          (["--partition", "exclusive", "--nodes", "64"], "partition exclusive"),
+                          (["--algorithm", "bsp", "--local-steps", "2"], "local-steps"),
+                          (["--algorithm", "dgc", "--skewscout"], "skewscout"),
+                          (["--skewscout", "--skewscout-grid", "4,2"], "skewscout-grid"),
+                          (["--skewscout", "--skewscout-grid", "1,x"], "skewscout-grid"),
+                          (["--skewscout", "--skewscout-grid", "1.5,3"], "skewscout-grid"),
+                          (["--algorithm", "ssgd-mv", "--density", "0"], "density")]:
         train(args, keyword)
 
     # ---- config files ------------------------------------------------------------------------

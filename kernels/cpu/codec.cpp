@@ -604,9 +604,9 @@ void decode(const CompressorSpec& spec, SegmentView segs, const uint8_t* data, s
         for (int64_t e = i + counts[s]; i < e; ++i) {
           const int32_t interval = (out.code[i] < 0 ? -out.code[i] : out.code[i]) - 1;
           const float m = means[interval];
-          if (std::isnan(m) || m < 0.0f)
+          if (!(m >= 0.0f) || std::isinf(m))
             throw std::runtime_error(cat(kFn, ": fractional mean ", interval, " of bucket ", s,
-                                         " is ", m, ", expected a non-negative number"));
+                                         " is ", m, ", expected a finite non-negative number"));
           out.val[i] = dequant_fractional(means, out.code[i]);
         }
       }
@@ -620,9 +620,13 @@ void decode(const CompressorSpec& spec, SegmentView segs, const uint8_t* data, s
       out.val.resize(static_cast<size_t>(d));
       for (int s = 0; s < nseg; ++s) {
         const float norm = out.scale[s];
-        if (segs.length(s) > 0 && (std::isnan(norm) || norm < 0.0f))
+        // The compressor keeps norm * s finite (compress.cpp); an infinite norm would decode
+        // level 0 to inf * 0 = NaN.
+        if (segs.length(s) > 0 &&
+            (!(norm >= 0.0f) || std::isinf(norm * static_cast<float>(s_levels))))
           throw std::runtime_error(cat(kFn, ": qsgd norm of bucket ", s, " is ", norm,
-                                       ", expected a non-negative number"));
+                                       ", expected a non-negative number with norm * ", s_levels,
+                                       " finite in fp32"));
         for (int64_t i = segs.offsets[s]; i < segs.offsets[s + 1]; ++i) {
           const uint32_t w = bits.get(spec.bits + 1);
           const int32_t level = static_cast<int32_t>(w >> 1);
@@ -650,9 +654,9 @@ void decode(const CompressorSpec& spec, SegmentView segs, const uint8_t* data, s
       out.val.resize(static_cast<size_t>(d));
       for (int s = 0; s < nseg; ++s) {
         const float scale = out.scale[s];
-        if (segs.length(s) > 0 && (std::isnan(scale) || scale < 0.0f))
+        if (segs.length(s) > 0 && (!(scale >= 0.0f) || std::isinf(scale)))
           throw std::runtime_error(cat(kFn, ": sign scale of bucket ", s, " is ", scale,
-                                       ", expected a non-negative number"));
+                                       ", expected a finite non-negative number"));
         for (int64_t i = segs.offsets[s]; i < segs.offsets[s + 1]; ++i) {
           const int32_t code = bits.get(1) ? -1 : 1;
           out.code[i] = static_cast<int16_t>(code);
@@ -668,10 +672,15 @@ void decode(const CompressorSpec& spec, SegmentView segs, const uint8_t* data, s
       out.val.resize(static_cast<size_t>(d));
       for (int s = 0; s < nseg; ++s) {
         const float lo = out.scale[2 * s], hi = out.scale[2 * s + 1];
+        const float scale = minmax8_scale(lo, hi);
         if (segs.length(s) > 0 && !(lo <= hi))
           throw std::runtime_error(cat(kFn, ": minmax8 bucket ", s, " has lo = ", lo, ", hi = ", hi,
                                        ", expected lo <= hi"));
-        const float scale = minmax8_scale(lo, hi);
+        // The compressor keeps lo, hi and (hi - lo) / 255 finite (compress.cpp); an infinite
+        // step would decode code 0 to lo + inf * 0 = NaN.
+        if (segs.length(s) > 0 && !std::isfinite(scale))
+          throw std::runtime_error(cat(kFn, ": minmax8 bucket ", s, " has lo = ", lo, ", hi = ", hi,
+                                       ", expected finite bounds with (hi - lo) / 255 finite"));
         for (int64_t i = segs.offsets[s]; i < segs.offsets[s + 1]; ++i) {
           out.code[i] = p[i];
           out.val[i] = dequant_minmax8(lo, scale, p[i]);

@@ -134,19 +134,21 @@ __global__ void __launch_bounds__(kThreads)
         const float norm = params[s];
         const uint32_t f = get_bits(body, i * w.width, w.width);
         const int32_t level = static_cast<int32_t>(f >> 1);
-        bad |= isnan(norm) || norm < 0.0f;
+        // As the CPU decoder (kernels/cpu/codec.cpp): norm * levels must be finite.
+        bad |= !(norm >= 0.0f) || isinf(norm * static_cast<float>(w.levels));
         bad |= level > w.levels;
         bad |= (f & 1u) != 0 && level == 0;
         bad |= level != 0 && norm == 0.0f;
         out[i] = dequant_qsgd(norm, (f & 1u) ? -level : level, w.levels);
       } else if (kKind == CompressorKind::kSign) {
         const float scale = params[s];
-        bad |= isnan(scale) || scale < 0.0f;
+        bad |= !(scale >= 0.0f) || isinf(scale);
         out[i] = dequant_sign(scale, get_bits(body, i, 1) ? -1 : 1);
       } else {
         const float lo = params[2 * s], hi = params[2 * s + 1];
-        bad |= !(lo <= hi);
-        out[i] = dequant_minmax8(lo, minmax8_scale(lo, hi), body[i]);
+        const float step = minmax8_scale(lo, hi);
+        bad |= !(lo <= hi) || !isfinite(step);
+        out[i] = dequant_minmax8(lo, step, body[i]);
       }
     }
     if (bad && error_flag) *error_flag = kErrorInput;

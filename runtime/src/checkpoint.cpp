@@ -1,7 +1,9 @@
-// Atomic, versioned, CRC-checked checkpoint files.
+// Atomic, versioned, CRC-checked checkpoint files; the reader is an in-memory parser
+// (parse_checkpoint, also fed by fuzz/) that bounds every length field by the bytes left.
 #include "spush/runtime/checkpoint.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -10,11 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <span>
 
 namespace spush::runtime {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'P', 'U', 'S', 'H', 'C', 'K', 'P'};
+// magic, version, metadata length, entry count, CRC.
+constexpr size_t kMinBytes = 8 + 4 + 8 + 4 + 4;
 
 template <typename T>
 void append(std::vector<uint8_t>& out, T v) {
@@ -22,38 +27,47 @@ void append(std::vector<uint8_t>& out, T v) {
   out.insert(out.end(), p, p + sizeof(T));
 }
 
+// Reads the body of a checkpoint (everything before the CRC) front to back; every length is
+// compared with the bytes left before it is used.
 class Reader {
  public:
-  Reader(const std::vector<uint8_t>& data, size_t end, const std::string& path)
-      : data_(data), end_(end), path_(path) {}
+  Reader(std::span<const uint8_t> data, const std::string& source) : data_(data), source_(source) {}
   template <typename T>
   T get(const char* what) {
     T v;
-    need(sizeof(T), what);
-    std::memcpy(&v, data_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
+    std::memcpy(&v, take(sizeof(T), what), sizeof(T));
     return v;
   }
-  const uint8_t* take(size_t n, const char* what) {
-    need(n, what);
+  const uint8_t* take(uint64_t n, const char* what) {
+    if (n > left()) {
+      throw CheckpointError(fmt::format(
+          "checkpoint {}: truncated while reading {}: {} bytes needed at offset {}, {} left",
+          source_, what, n, pos_, left()));
+    }
     const uint8_t* p = data_.data() + pos_;
-    pos_ += n;
+    pos_ += static_cast<size_t>(n);
     return p;
   }
   size_t pos() const { return pos_; }
+  uint64_t left() const { return data_.size() - pos_; }
 
  private:
-  void need(size_t n, const char* what) {
-    if (n > end_ - pos_)
-      throw CheckpointError("checkpoint " + path_ + ": truncated while reading " + what);
-  }
-  const std::vector<uint8_t>& data_;
-  size_t end_;
-  const std::string& path_;
+  std::span<const uint8_t> data_;
+  const std::string& source_;
   size_t pos_ = 0;
 };
 
 std::string errno_text() { return std::strerror(errno); }
+
+// zlib's crc32 takes 32-bit lengths: 1 GiB at a time.
+uint32_t checkpoint_crc32(std::span<const uint8_t> bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (size_t off = 0; off < bytes.size(); off += (1u << 30)) {
+    const size_t n = std::min<size_t>(bytes.size() - off, 1u << 30);
+    crc = crc32(crc, bytes.data() + off, static_cast<uInt>(n));
+  }
+  return static_cast<uint32_t>(crc);
+}
 
 }  // namespace
 
@@ -78,7 +92,7 @@ void Checkpoint::get_bytes(const std::string& name, void* data, size_t nbytes) c
   if (nbytes) std::memcpy(data, b.data(), nbytes);
 }
 
-WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
+std::vector<uint8_t> serialize_checkpoint(const Checkpoint& ckpt) {
   std::vector<uint8_t> buf(kMagic, kMagic + 8);
   append<uint32_t>(buf, Checkpoint::kVersion);
   const std::string meta = ckpt.meta.dump();
@@ -91,13 +105,15 @@ WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ck
     append<uint64_t>(buf, bytes.size());
     buf.insert(buf.end(), bytes.begin(), bytes.end());
   }
-  uLong crc = crc32(0L, Z_NULL, 0);
-  for (size_t off = 0; off < buf.size(); off += (1u << 30)) {
-    const size_t n = std::min<size_t>(buf.size() - off, 1u << 30);
-    crc = crc32(crc, buf.data() + off, static_cast<uInt>(n));
-  }
-  append<uint32_t>(buf, static_cast<uint32_t>(crc));
-  const WrittenCheckpoint written{buf.size(), static_cast<uint32_t>(crc)};
+  append<uint32_t>(buf, checkpoint_crc32(buf));
+  return buf;
+}
+
+WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
+  const std::vector<uint8_t> buf = serialize_checkpoint(ckpt);
+  uint32_t crc;
+  std::memcpy(&crc, buf.data() + buf.size() - 4, 4);
+  const WrittenCheckpoint written{buf.size(), crc};
 
   const std::filesystem::path target(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -135,31 +151,27 @@ WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ck
   return written;
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError("checkpoint " + path + ": cannot open for reading");
-  std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (data.size() < 8 + 4 + 8 + 4 + 4)
-    throw CheckpointError("checkpoint " + path + ": file too short (" +
-                          std::to_string(data.size()) + " bytes) to be a spush checkpoint");
-  if (std::memcmp(data.data(), kMagic, 8) != 0)
-    throw CheckpointError("checkpoint " + path + ": not a spush checkpoint (bad magic)");
+Checkpoint parse_checkpoint(std::span<const uint8_t> data, const std::string& source) {
+  auto bad = [&](const std::string& what) {
+    return CheckpointError(fmt::format("checkpoint {}: {}", source, what));
+  };
+  if (data.size() < kMinBytes)
+    throw bad(fmt::format("file too short ({} bytes, at least {}) to be a spush checkpoint",
+                          data.size(), kMinBytes));
+  if (std::memcmp(data.data(), kMagic, 8) != 0) throw bad("not a spush checkpoint (bad magic)");
   const size_t body = data.size() - 4;
   uint32_t stored;
   std::memcpy(&stored, data.data() + body, 4);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  for (size_t off = 0; off < body; off += (1u << 30))
-    crc = crc32(crc, data.data() + off, static_cast<uInt>(std::min<size_t>(body - off, 1u << 30)));
-  Reader r(data, body, path);
+  Reader r(data.first(body), source);
   r.take(8, "magic");
   const uint32_t version = r.get<uint32_t>("version");
   if (version != Checkpoint::kVersion)
-    throw CheckpointError("checkpoint " + path + ": format version " + std::to_string(version) +
-                          ", this build reads version " + std::to_string(Checkpoint::kVersion));
-  if (static_cast<uint32_t>(crc) != stored)
-    throw CheckpointError("checkpoint " + path + ": checksum mismatch (file corrupt or truncated)");
+    throw bad(fmt::format("format version {}, this build reads version {}", version,
+                          Checkpoint::kVersion));
+  if (checkpoint_crc32(data.first(body)) != stored)
+    throw bad("checksum mismatch (file corrupt or truncated)");
   Checkpoint ck;
-  ck.source = path;
+  ck.source = source;
   ck.file_bytes = data.size();
   ck.crc32 = stored;
   const auto meta_len = r.get<uint64_t>("metadata length");
@@ -167,20 +179,34 @@ Checkpoint read_checkpoint(const std::string& path) {
   try {
     ck.meta = nlohmann::json::parse(meta, meta + meta_len);
   } catch (const std::exception& e) {
-    throw CheckpointError("checkpoint " + path + ": metadata is not valid JSON: " + e.what());
+    throw bad(fmt::format("metadata is not valid JSON: {}", e.what()));
   }
+  if (!ck.meta.is_object())
+    throw bad(fmt::format("metadata is a JSON {}, expected an object", ck.meta.type_name()));
   const auto count = r.get<uint32_t>("entry count");
+  // Each entry takes at least 12 bytes (two lengths): a count beyond that is corrupt, checked
+  // before the entries are read.
+  if (count > r.left() / 12)
+    throw bad(fmt::format("entry count {} does not fit in the {} bytes left", count, r.left()));
   for (uint32_t i = 0; i < count; ++i) {
     const auto name_len = r.get<uint32_t>("entry name length");
-    const auto* name = r.take(name_len, "entry name");
+    const auto* name_bytes = r.take(name_len, "entry name");
+    std::string name(reinterpret_cast<const char*>(name_bytes), name_len);
     const auto nbytes = r.get<uint64_t>("entry size");
     const auto* bytes = r.take(nbytes, "entry data");
-    ck.put_bytes(std::string(reinterpret_cast<const char*>(name), name_len), bytes, nbytes);
+    if (ck.has(name)) throw bad(fmt::format("entry {} repeats the name '{}'", i, name));
+    ck.put_bytes(name, bytes, static_cast<size_t>(nbytes));
   }
-  if (r.pos() != body)
-    throw CheckpointError("checkpoint " + path + ": " + std::to_string(body - r.pos()) +
-                          " unexpected trailing bytes");
+  if (r.pos() != body) throw bad(fmt::format("{} unexpected trailing bytes", body - r.pos()));
   return ck;
+}
+
+Checkpoint read_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CheckpointError("checkpoint " + path + ": cannot open for reading");
+  std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw CheckpointError("checkpoint " + path + ": read error");
+  return parse_checkpoint(data, path);
 }
 
 }  // namespace spush::runtime

@@ -367,12 +367,29 @@ Setting<T>& Setting<T>::check(std::function<bool(const T&)> ok, std::string expe
   return *this;
 }
 
-template class Setting<bool>;
-template class Setting<int>;
-template class Setting<int64_t>;
-template class Setting<uint64_t>;
-template class Setting<double>;
-template class Setting<std::string>;
+// Each member is instantiated for the types its requires-clause admits (clang 14 rejects
+// `template class Setting<bool>;` because it instantiates in_range for bool as well).
+#define SPUSH_NUMERIC_SETTING(T)                              \
+  template Setting<T>& Setting<T>::in_range(T, T);            \
+  template Setting<T>& Setting<T>::at_least(T);               \
+  template Setting<T>& Setting<T>::above(T);                  \
+  template Setting<T>& Setting<T>::at_most(T);                \
+  template Setting<T>& Setting<T>::below(T);                  \
+  template Setting<T>& Setting<T>::check(std::function<bool(const T&)>, std::string);
+SPUSH_NUMERIC_SETTING(int)
+SPUSH_NUMERIC_SETTING(int64_t)
+SPUSH_NUMERIC_SETTING(uint64_t)
+SPUSH_NUMERIC_SETTING(double)
+#undef SPUSH_NUMERIC_SETTING
+template Setting<bool>& Setting<bool>::check(std::function<bool(const bool&)>, std::string);
+template Setting<double>& Setting<double>::allow_non_finite();
+template Setting<std::string>& Setting<std::string>::one_of(std::vector<std::string>);
+template Setting<std::string>& Setting<std::string>::non_empty(std::string);
+template Setting<std::string>& Setting<std::string>::allow_empty();
+template Setting<std::string>& Setting<std::string>::parsed_by_impl(
+    std::function<void(const std::string&)>, std::string);
+template Setting<std::string>& Setting<std::string>::check(
+    std::function<bool(const std::string&)>, std::string);
 
 // ---- Settings --------------------------------------------------------------------------------
 

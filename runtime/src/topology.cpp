@@ -14,7 +14,6 @@
 #include <deque>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <utility>
 
 namespace spush::runtime {
@@ -68,6 +67,7 @@ bool parse_int(std::string_view s, int* out) {
   return ec == std::errc() && ptr == end;
 }
 
+// Whole-string strtod (accepts what strtod does: "1e-1", "+0.5", "0x1p-2", ...).
 bool parse_double(const std::string& s, double* out) {
   if (s.empty()) return false;
   char* end = nullptr;
@@ -273,92 +273,184 @@ std::pair<int, int> torus_shape(int n) {
   return {rows, n / rows};
 }
 
-Graph load_edge_list(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    throw TopologyError(fmt::format("topology file '{}': cannot open for reading", path));
+// ---- edge-list files --------------------------------------------------------------------------
+
+namespace {
+
+// At most this much of an offending line or token is quoted in an error message.
+constexpr size_t kQuoteBytes = 80;
+
+std::string quote(std::string_view s) {
+  if (s.size() <= kQuoteBytes) return std::string(s);
+  return fmt::format("{}... ({} bytes)", s.substr(0, kQuoteBytes), s.size());
+}
+
+// The one edge-list parser, fed a line at a time by parse_edge_list (text in memory) and
+// load_edge_list (a file, read line by line). Nothing it allocates depends on a number in the
+// file before that number is checked: the node count against kMaxTopologyNodes and the caller's
+// count, node ids against the node count; a line costs one edge (views into the line, no copies
+// beyond the kMaxTopologyLine bytes of a weight token).
+class EdgeListParser {
+ public:
+  EdgeListParser(const std::string& source, int expected_nodes)
+      : source_(source), expected_(expected_nodes) {}
+
+  TopologyError fail(int line_no, const std::string& what) const {
+    return TopologyError(fmt::format("topology file '{}' line {}: {}", source_, line_no, what));
   }
-  int n = 0;
-  std::vector<Edge> edges;
-  std::map<std::pair<int, int>, int> edge_line;  // (src, dst) -> line it was defined on
-  std::string raw;
-  int line_no = 0;
-  auto fail = [&](const std::string& what) {
-    return TopologyError(fmt::format("topology file '{}' line {}: {}", path, line_no, what));
-  };
-  while (std::getline(in, raw)) {
-    ++line_no;
-    const std::string line = trim(std::string_view(raw).substr(0, raw.find('#')));
-    if (line.empty()) continue;
-    std::istringstream fields(line);
-    std::vector<std::string> tok;
-    for (std::string t; fields >> t;) tok.push_back(t);
-    if (n == 0) {
-      if (tok.size() != 2 || tok[0] != "nodes") {
-        throw fail(fmt::format("expected 'nodes N' as the first non-comment line, got '{}'", line));
-      }
-      if (!parse_int(tok[1], &n) || n < 1) {
-        n = 0;
-        throw fail(fmt::format("node count '{}' is not a positive integer", tok[1]));
-      }
-      continue;
+
+  void line(std::string_view raw, int line_no) {
+    if (raw.size() > kMaxTopologyLine) {
+      throw fail(line_no,
+                 fmt::format("line of {} bytes, expected at most {} (not a topology file?)",
+                             raw.size(), kMaxTopologyLine));
     }
-    if (tok.size() != 3) {
-      throw fail(fmt::format("expected 'src dst weight', got '{}'", line));
+    const std::string_view line = trim_view(raw.substr(0, raw.find('#')));
+    if (line.empty()) return;
+    std::string_view tok[4];
+    size_t ntok = 0;
+    for (size_t pos = 0; ntok < 4;) {
+      pos = line.find_first_not_of(" \t\r\n\v\f", pos);
+      if (pos == std::string_view::npos) break;
+      const size_t end = std::min(line.find_first_of(" \t\r\n\v\f", pos), line.size());
+      tok[ntok++] = line.substr(pos, end - pos);
+      pos = end;
+    }
+    if (n_ == 0) {
+      if (ntok != 2 || tok[0] != "nodes") {
+        throw fail(
+            line_no,
+            fmt::format("expected 'nodes N' as the first non-comment line, got '{}'", quote(line)));
+      }
+      int n = 0;
+      if (!parse_int(tok[1], &n) || n < 1) {
+        throw fail(line_no,
+                   fmt::format("node count '{}' is not a positive integer", quote(tok[1])));
+      }
+      if (n > kMaxTopologyNodes) {
+        throw fail(line_no, fmt::format("node count {} exceeds the limit of {} nodes", n,
+                                        kMaxTopologyNodes));
+      }
+      if (expected_ > 0 && n != expected_) {
+        throw fail(line_no, fmt::format("the file has {} nodes, expected {} (the run's node count)",
+                                        n, expected_));
+      }
+      n_ = n;
+      return;
+    }
+    if (ntok != 3) {
+      throw fail(line_no, fmt::format("expected 'src dst weight', got '{}'", quote(line)));
     }
     int src = 0, dst = 0;
     double w = 0;
     if (!parse_int(tok[0], &src) || !parse_int(tok[1], &dst)) {
-      throw fail(fmt::format("node ids must be integers, got '{}'", line));
+      throw fail(line_no, fmt::format("node ids must be integers, got '{}'", quote(line)));
     }
-    if (!parse_double(tok[2], &w) || !std::isfinite(w)) {
-      throw fail(fmt::format("weight '{}' is not a finite number", tok[2]));
+    if (!parse_double(std::string(tok[2]), &w) || !std::isfinite(w)) {
+      throw fail(line_no, fmt::format("weight '{}' is not a finite number", quote(tok[2])));
     }
-    if (src < 0 || src >= n || dst < 0 || dst >= n) {
-      throw fail(fmt::format("edge {} -> {}: node out of range [0, {})", src, dst, n));
+    if (src < 0 || src >= n_ || dst < 0 || dst >= n_) {
+      throw fail(line_no, fmt::format("edge {} -> {}: node out of range [0, {})", src, dst, n_));
     }
     if (w < 0) {
-      throw fail(fmt::format("edge {} -> {}: negative weight {} (expected >= 0)", src, dst, w));
+      throw fail(line_no,
+                 fmt::format("edge {} -> {}: negative weight {} (expected >= 0)", src, dst, w));
     }
-    auto [it, inserted] = edge_line.emplace(std::pair{src, dst}, line_no);
+    auto [it, inserted] = edge_line_.emplace(std::pair{src, dst}, line_no);
     if (!inserted) {
-      throw fail(
-          fmt::format("duplicate edge {} -> {} (first given on line {})", src, dst, it->second));
+      throw fail(line_no, fmt::format("duplicate edge {} -> {} (first given on line {})", src, dst,
+                                      it->second));
     }
-    edges.push_back({src, dst, w});
+    edges_.push_back({src, dst, w});
   }
-  if (n == 0) {
-    throw TopologyError(
-        fmt::format("topology file '{}': no 'nodes N' line (expected it as the first "
-                    "non-comment line)",
-                    path));
-  }
-  // Missing self-loops keep what the node does not send.
-  std::vector<double> out_sum(n, 0.0);
-  std::vector<bool> has_self(n, false);
-  std::vector<int> last_line(n, 0);
-  for (const Edge& e : edges) {
-    out_sum[e.src] += e.weight;
-    has_self[e.src] = has_self[e.src] || e.src == e.dst;
-    last_line[e.src] = std::max(last_line[e.src], edge_line.at({e.src, e.dst}));
-  }
-  for (int i = 0; i < n; ++i) {
-    if (has_self[i]) continue;
-    if (out_sum[i] > 1.0 + kTol) {
-      line_no = last_line[i];
-      throw fail(
-          fmt::format("out-weights of node {} sum to {:.9g} > 1, nothing is left for its self-loop",
-                      i, out_sum[i]));
+
+  Graph finish() {
+    if (n_ == 0) {
+      throw TopologyError(
+          fmt::format("topology file '{}': no 'nodes N' line (expected it as the first "
+                      "non-comment line)",
+                      source_));
     }
-    edges.push_back({i, i, std::max(0.0, 1.0 - out_sum[i])});
+    // Missing self-loops keep what the node does not send.
+    std::vector<double> out_sum(n_, 0.0);
+    std::vector<bool> has_self(n_, false);
+    std::vector<int> last_line(n_, 0);
+    for (const Edge& e : edges_) {
+      out_sum[e.src] += e.weight;
+      has_self[e.src] = has_self[e.src] || e.src == e.dst;
+      last_line[e.src] = std::max(last_line[e.src], edge_line_.at({e.src, e.dst}));
+    }
+    for (int i = 0; i < n_; ++i) {
+      if (has_self[i]) continue;
+      if (out_sum[i] > 1.0 + kTol) {
+        throw fail(last_line[i], fmt::format("out-weights of node {} sum to {:.9g} > 1, nothing is "
+                                             "left for its self-loop",
+                                             i, out_sum[i]));
+      }
+      edges_.push_back({i, i, std::max(0.0, 1.0 - out_sum[i])});
+    }
+    Graph g(n_, std::move(edges_), "file:" + source_);
+    try {
+      g.validate();
+    } catch (const TopologyError& e) {
+      throw TopologyError(fmt::format("topology file '{}': {}", source_, e.what()));
+    }
+    return g;
   }
-  Graph g(n, std::move(edges), "file:" + path);
-  try {
-    g.validate();
-  } catch (const TopologyError& e) {
-    throw TopologyError(fmt::format("topology file '{}': {}", path, e.what()));
+
+ private:
+  static std::string_view trim_view(std::string_view s) {
+    const auto b = s.find_first_not_of(" \t\r\n\v\f");
+    if (b == std::string_view::npos) return {};
+    const auto e = s.find_last_not_of(" \t\r\n\v\f");
+    return s.substr(b, e - b + 1);
   }
-  return g;
+
+  const std::string& source_;
+  int expected_;
+  int n_ = 0;
+  std::vector<Edge> edges_;
+  std::map<std::pair<int, int>, int> edge_line_;  // (src, dst) -> line it was defined on
+};
+
+}  // namespace
+
+Graph parse_edge_list(std::string_view text, const std::string& source, int expected_nodes) {
+  EdgeListParser parser(source, expected_nodes);
+  int line_no = 0;
+  while (!text.empty()) {
+    const size_t end = text.find('\n');
+    parser.line(text.substr(0, end), ++line_no);
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  return parser.finish();
+}
+
+Graph load_edge_list(const std::string& path, int expected_nodes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw TopologyError(fmt::format("topology file '{}': cannot open for reading", path));
+  }
+  EdgeListParser parser(path, expected_nodes);
+  // One line at a time into a fixed buffer: a line one byte longer than the limit is read whole
+  // (and rejected by the parser), a longer one is cut there and rejected as well.
+  std::vector<char> buf(kMaxTopologyLine + 2);
+  for (int line_no = 1;; ++line_no) {
+    in.getline(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    if (in.bad()) throw parser.fail(line_no, "read error");
+    if (got == 0 && in.eof()) break;
+    if (in.fail() && !in.eof()) {  // buffer full before the end of the line
+      throw parser.fail(line_no, fmt::format("line longer than {} bytes (not a topology file?)",
+                                             kMaxTopologyLine));
+    }
+    // gcount() counts the '\n' that getline consumed (every line but a last one without it).
+    const size_t len = in.eof() ? got : got - 1;
+    parser.line(std::string_view(buf.data(), len), line_no);
+    if (in.eof()) break;
+  }
+  return parser.finish();
 }
 
 // ---- Schedule ---------------------------------------------------------------------------------
@@ -542,11 +634,8 @@ Schedule make_schedule(const TopologySpec& spec) {
       const int count = item == "rings4" ? 2 : 3;
       for (int k = 0; k < count; ++k) graphs.push_back(rotating_ring4(k));
     } else if (item.rfind("file:", 0) == 0) {
-      Graph g = load_edge_list(item.substr(5));
-      if (g.nodes() != n) {
-        throw bad(fmt::format("'{}' has {} nodes, expected {}", item, g.nodes(), n));
-      }
-      graphs.push_back(std::move(g));
+      // The file's node count is checked against n before the graph is built.
+      graphs.push_back(load_edge_list(item.substr(5), n));
     } else {
       throw bad(fmt::format(
           "unknown graph '{}' (expected ring, bidir-ring, torus, torus:RxC, exponential, full, "

@@ -270,6 +270,13 @@ TEST(CodecDenseGpu, MalformedPayloadsSetTheErrorFlag) {
       case CompressorKind::kQsgd:
         check("NaN norm", true, [&](std::vector<uint8_t>& p) { set_float(p, 4 * 3, nan); });
         check("negative norm", true, [&](std::vector<uint8_t>& p) { set_float(p, 0, -1.0f); });
+        check("infinite norm", true, [&](std::vector<uint8_t>& p) {
+          set_float(p, 4 * 3, std::numeric_limits<float>::infinity());
+        });
+        // With 1 bit the levels are 1: FLT_MAX * 1 is finite and decodes.
+        check("norm * levels overflows", spec.bits > 1, [&](std::vector<uint8_t>& p) {
+          set_float(p, 4 * 3, std::numeric_limits<float>::max());
+        });
         check("NaN norm of an empty bucket", false,
               [&](std::vector<uint8_t>& p) { set_float(p, 4 * 1, nan); });
         check("level 0 with the sign bit", true,
@@ -283,6 +290,9 @@ TEST(CodecDenseGpu, MalformedPayloadsSetTheErrorFlag) {
       case CompressorKind::kSign:
         check("NaN scale", true, [&](std::vector<uint8_t>& p) { set_float(p, 4 * 5, nan); });
         check("negative scale", true, [&](std::vector<uint8_t>& p) { set_float(p, 4 * 2, -0.5f); });
+        check("infinite scale", true, [&](std::vector<uint8_t>& p) {
+          set_float(p, 4 * 5, std::numeric_limits<float>::infinity());
+        });
         check("negative scale of an empty bucket", false,
               [&](std::vector<uint8_t>& p) { set_float(p, 4 * 4, -0.5f); });
         break;
@@ -292,6 +302,10 @@ TEST(CodecDenseGpu, MalformedPayloadsSetTheErrorFlag) {
           set_float(p, 8 * 3 + 4, 1.0f);
         });
         check("NaN hi", true, [&](std::vector<uint8_t>& p) { set_float(p, 8 * 6 + 4, nan); });
+        check("step (hi - lo) / 255 not finite", true, [&](std::vector<uint8_t>& p) {
+          set_float(p, 8 * 3, -std::numeric_limits<float>::max());
+          set_float(p, 8 * 3 + 4, std::numeric_limits<float>::max());
+        });
         check("lo > hi in an empty bucket", false, [&](std::vector<uint8_t>& p) {
           set_float(p, 8 * 1, 2.0f);
           set_float(p, 8 * 1 + 4, 1.0f);

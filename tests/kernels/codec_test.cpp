@@ -17,6 +17,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spush/kernels/bitstream.h"
@@ -764,6 +765,54 @@ TEST(CodecErrors, BadLevelsAndParameters) {
     f.scale[unused] = -2.0f;
     round_trip(fr, segs, f);
   }
+}
+
+// Found by fuzz/codec_fuzzer: bucket parameters the compressor never sends (infinite qsgd
+// norm, minmax8 bounds, sign scale, fractional mean) were accepted, and the first two decoded
+// to NaN (inf * 0). Each is now a decode error; the largest finite ones still decode.
+TEST(CodecErrors, NonFiniteBucketParameters) {
+  std::mt19937_64 rng(5);
+  const Segs segs({9, 7});
+  const float inf = std::numeric_limits<float>::infinity();
+  const auto set = [](std::vector<uint8_t> b, size_t at, float v) {
+    std::memcpy(b.data() + at, &v, 4);
+    return b;
+  };
+  CompressorSpec q;
+  q.kind = CompressorKind::kQsgd;
+  q.bits = 2;  // s = 3
+  Compressed c = make_compressed(q, segs, rng);
+  const std::vector<uint8_t> qb = encoded(q, segs, c);
+  expect_decode_error(q, segs, set(qb, 0, inf), "qsgd norm of bucket 0 is inf");
+  // norm * s must stay finite, as the compressor guarantees: FLT_MAX / 2 * 3 overflows.
+  const float big = std::numeric_limits<float>::max();
+  expect_decode_error(q, segs, set(qb, 4, big / 2), "norm * 3 finite");
+  Compressed out;
+  decode(q, segs.view(), set(qb, 4, big / 4).data(), qb.size(), out);  // * 3 < FLT_MAX
+  for (float v : out.val) EXPECT_FALSE(std::isnan(v));
+
+  CompressorSpec mm;
+  mm.kind = CompressorKind::kMinMax8;
+  const std::vector<uint8_t> mb = encoded(mm, segs, make_compressed(mm, segs, rng));
+  for (const auto& [lo, hi] :
+       std::vector<std::pair<float, float>>{{-inf, 0.0f}, {0.0f, inf}, {inf, inf}, {-big, big}}) {
+    SCOPED_TRACE(std::to_string(lo) + " " + std::to_string(hi));
+    expect_decode_error(mm, segs, set(set(mb, 0, lo), 4, hi), "(hi - lo) / 255 finite");
+  }
+  decode(mm, segs.view(), set(set(mb, 0, -big / 2), 4, big / 2).data(), mb.size(), out);
+  for (float v : out.val) EXPECT_TRUE(std::isfinite(v));
+
+  CompressorSpec sg;
+  sg.kind = CompressorKind::kSign;
+  const std::vector<uint8_t> sb = encoded(sg, segs, make_compressed(sg, segs, rng));
+  expect_decode_error(sg, segs, set(sb, 4, inf), "sign scale of bucket 1 is inf");
+
+  CompressorSpec fr = sparse_spec(CompressorKind::kFractional, IndexCodec::kRaw32, 0.25);
+  fr.bits = 3;  // L = 4
+  const Compressed f = make_compressed(fr, segs, rng);
+  const std::vector<uint8_t> fb = encoded(fr, segs, f);
+  const size_t mean_at = fb.size() - 4 * 8 + 4 * (std::abs(f.code[0]) - 1);
+  expect_decode_error(fr, segs, set(fb, mean_at, inf), "expected a finite non-negative number");
 }
 
 TEST(CodecErrors, EncodeRejectsInconsistentRows) {

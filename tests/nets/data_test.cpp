@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -374,6 +375,133 @@ TEST(DataApi, DefaultDataDir) {
   ::unsetenv("SPUSH_DATA");
   EXPECT_EQ(default_data_dir(), "/usr/share/datasets/fashion-mnist");
   if (old) ::setenv("SPUSH_DATA", saved.c_str(), 1);
+}
+
+// ---- in-memory parsers: header sizes checked before allocating ------------------------------
+
+// bytes as one gzip member (zlib, windowBits 15 + 16).
+std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& bytes) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<uint8_t> out(deflateBound(&z, bytes.size()) + 32);
+  z.next_in = const_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// An IDX header: magic, then the dimensions (count first), big-endian.
+std::vector<uint8_t> idx_header(uint32_t magic, std::vector<uint32_t> dims) {
+  dims.insert(dims.begin(), magic);
+  std::vector<uint8_t> b;
+  for (uint32_t v : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) b.push_back(static_cast<uint8_t>(v >> shift));
+  }
+  return b;
+}
+
+TEST(DataParsers, ParsersGiveWhatTheLoadersGive) {
+  TempDir dir;
+  write_fashion(dir, "train", 3, true);
+  const std::string images = dir.file("train-images-idx3-ubyte.gz");
+  const std::string labels = dir.file("train-labels-idx1-ubyte.gz");
+  const Dataset parsed = parse_fashion_mnist(read_file(images), images, read_file(labels), labels);
+  check_fashion_values(parsed, 3);
+  EXPECT_EQ(parsed.images, load_fashion_mnist(dir.str(), true).images);
+  const IdxImages raw = parse_idx_images(read_file(images), images);
+  EXPECT_EQ(raw.count, 3);
+  EXPECT_EQ(raw.rows, 28);
+  EXPECT_EQ(raw.cols, 28);
+  EXPECT_EQ(raw.pixels, make_pixels(3, 784));
+  write_cifar(dir.str(), false, 2);
+  const std::string batch = dir.file("test_batch.bin");
+  check_cifar(parse_cifar10_batch(read_file(batch), batch), 2);
+  // A gzip batch and a file of two concatenated gzip members read as the raw bytes.
+  const auto bytes = read_file(batch);
+  check_cifar(parse_cifar10_batch(gzip_bytes(bytes), batch), 2);
+  auto two = gzip_bytes(std::vector<uint8_t>(bytes.begin(), bytes.begin() + 5000));
+  const auto rest = gzip_bytes(std::vector<uint8_t>(bytes.begin() + 5000, bytes.end()));
+  two.insert(two.end(), rest.begin(), rest.end());
+  check_cifar(parse_cifar10_batch(two, batch), 2);
+}
+
+TEST(DataParsers, HugeDeclaredCountIsCheckedAgainstTheData) {
+  // 2^28 images of 28x28 declared (210 GB), two present: raw and gzip are both refused with the
+  // declared size, before anything of that size is allocated.
+  auto bytes = idx_header(0x803, {0x10000000u, 28, 28});
+  const auto px = make_pixels(2, 784);
+  bytes.insert(bytes.end(), px.begin(), px.end());
+  const std::string declared = std::to_string(16 + int64_t{0x10000000} * 784);
+  expect_data_error([&] { parse_idx_images(bytes, "huge.idx"); }, "huge.idx",
+                    {"truncated", "expected " + declared + " bytes", "got 1584"});
+  expect_data_error([&] { parse_idx_images(gzip_bytes(bytes), "huge.idx.gz"); }, "huge.idx.gz",
+                    {"truncated", "expected " + declared + " bytes (decompressed)", "got 1584"});
+  // 2^32 - 1 images (3.4 TB) exceed kMaxIdxBytes: refused from the header alone.
+  bytes[4] = bytes[5] = bytes[6] = bytes[7] = 0xff;
+  expect_data_error([&] { parse_idx_images(bytes, "huge.idx"); }, "huge.idx",
+                    {"header declares 4294967295 images of 28x28 bytes", "corrupt header"});
+  // Labels likewise.
+  auto labels = idx_header(0x801, {0xfffffff0u});
+  labels.push_back(1);
+  expect_data_error(
+      [&] { parse_idx_labels(labels, "huge.labels", 10); }, "huge.labels",
+      {"truncated", "expected " + std::to_string(8 + int64_t{0xfffffff0}) + " bytes"});
+}
+
+TEST(DataParsers, OverflowingAndZeroDimensionsAreRefused) {
+  // count x rows x cols = (2^32 - 1)^3 does not fit in 64 bits.
+  expect_data_error(
+      [&] {
+        parse_idx_images(idx_header(0x803, {0xffffffffu, 0xffffffffu, 0xffffffffu}), "ovf.idx");
+      },
+      "ovf.idx",
+      {"header declares 4294967295 images of 4294967295x4294967295 bytes", "corrupt header"});
+  // 2^31 images of 2^16 x 2^16 = 2^63 bytes fits in 64 bits but not under kMaxIdxBytes.
+  expect_data_error(
+      [&] {
+        parse_idx_images(idx_header(0x803, {0x80000000u, 0x10000, 0x10000}), "big.idx");
+      },
+      "big.idx", {"more than the " + std::to_string(kMaxIdxBytes) + " bytes"});
+  // A zero dimension with a huge count would describe 4 billion empty images.
+  expect_data_error(
+      [&] {
+        parse_idx_images(idx_header(0x803, {0xffffffffu, 0, 28}), "zero.idx");
+      },
+      "zero.idx", {"wrong dimensions 0x28", ">= 1"});
+  // Required dimensions are checked before the data.
+  expect_data_error(
+      [&] {
+        parse_idx_images(idx_header(0x803, {5, 32, 32}), "dims.idx", 28, 28);
+      },
+      "dims.idx", {"wrong dimensions 32x32, expected 28x28"});
+}
+
+TEST(DataParsers, GzipStreamsAreStrict) {
+  auto bytes = idx_header(0x801, {3});
+  bytes.insert(bytes.end(), {1, 2, 3});
+  // Bytes after the gzip stream that are not another member.
+  auto trailing = gzip_bytes(bytes);
+  trailing.push_back(0);
+  trailing.push_back(7);
+  expect_data_error([&] { parse_idx_labels(trailing, "t.gz", 10); }, "t.gz",
+                    {"2 unexpected bytes after the end of the gzip stream"});
+  // A stream cut short names the decompressed size and the cut.
+  const auto whole = gzip_bytes(bytes);
+  const std::vector<uint8_t> cut(whole.begin(), whole.end() - 10);
+  expect_data_error([&] { parse_idx_labels(cut, "cut.gz", 10); }, "cut.gz",
+                    {"truncated", "gzip stream ends early"});
+  // Corrupt deflate data after a valid gzip header.
+  std::vector<uint8_t> junk = {0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 0x03, 0xff, 0xff, 0xff};
+  expect_data_error([&] { parse_idx_labels(junk, "junk.gz", 10); }, "junk.gz", {"gzip"});
+  // A CIFAR batch of no records and one cut inside a record.
+  expect_data_error([&] { parse_cifar10_batch({}, "empty.bin"); }, "empty.bin",
+                    {"truncated", "got 0"});
+  expect_data_error([&] { parse_cifar10_batch(gzip_bytes(std::vector<uint8_t>(3074)), "c.gz"); },
+                    "c.gz", {"expected 6146 bytes (decompressed)", "got 3074"});
 }
 
 // ---- the installed data set ------------------------------------------------------------------

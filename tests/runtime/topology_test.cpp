@@ -404,6 +404,61 @@ TEST_F(EdgeListTest, ErrorsNameFileAndLine) {
   EXPECT_HAS(col_msg, "column sum of node 0");
 }
 
+TEST_F(EdgeListTest, HugeNodeCountRefusedOnItsLine) {
+  // Before the fix the whole file was read and then 2e9 nodes were allocated: killed for memory.
+  const std::string path = write("huge.topo", "# big\nnodes 2000000000\n0 1 0.5\n");
+  const std::string msg = error_of([&] { load_edge_list(path); });
+  EXPECT_HAS(msg, path);
+  EXPECT_HAS(msg, "line 2:");
+  EXPECT_HAS(msg, "2000000000");
+  EXPECT_HAS(msg, "limit of 65536");
+  // The bound itself is accepted, one more is not.
+  EXPECT_EQ(parse_edge_list("nodes 65536\n", "max.topo").nodes(), kMaxTopologyNodes);
+  EXPECT_HAS(error_of([] { parse_edge_list("nodes 65537\n", "over.topo"); }), "65537");
+}
+
+TEST_F(EdgeListTest, NodeCountMustMatchTheRunBeforeTheEdges) {
+  // The run's count is checked on the "nodes" line: a later malformed line is never reached.
+  const std::string path = write("eight.topo", "nodes 8\n0 1 not-a-weight\n");
+  for (const std::string& msg : {error_of([&] { load_edge_list(path, 4); }), error_of([&] {
+                                   make_schedule({.name = "file:" + path, .nodes = 4});
+                                 })}) {
+    EXPECT_HAS(msg, path);
+    EXPECT_HAS(msg, "line 1:");
+    EXPECT_HAS(msg, "has 8 nodes, expected 4");
+  }
+  // Without an expected count (0) the same file fails on its weight instead.
+  EXPECT_HAS(error_of([&] { load_edge_list(path); }), "line 2:");
+}
+
+TEST_F(EdgeListTest, LongLinesAreRefusedAndQuotedShort) {
+  const std::string long_line(kMaxTopologyLine + 1, '7');
+  for (const std::string& text : {"nodes 2\n" + long_line + "\n", "nodes 2\n" + long_line,
+                                  "nodes 2\n" + long_line + long_line + "\n0 1 0.5\n"}) {
+    const std::string path = write("long.topo", text);
+    const std::string msg = error_of([&] { load_edge_list(path); });
+    EXPECT_HAS(msg, path);
+    EXPECT_HAS(msg, "line 2:");
+    EXPECT_HAS(msg, std::to_string(kMaxTopologyLine));
+    EXPECT_HAS(error_of([&] { parse_edge_list(text, "mem.topo"); }), "line 2:");
+  }
+  // A line at the limit is parsed; an offending token is quoted in at most ~100 bytes.
+  const std::string token(kMaxTopologyLine - 6, 'x');
+  const std::string msg = error_of([&] { parse_edge_list("nodes " + token + "\n", "t.topo"); });
+  EXPECT_HAS(msg, "is not a positive integer");
+  EXPECT_HAS(msg, std::to_string(token.size()) + " bytes");
+  EXPECT_LT(msg.size(), 250u) << msg;
+}
+
+TEST_F(EdgeListTest, ParseEdgeListMatchesTheFileLoader) {
+  const std::string text = "nodes 3\n0 1 0.25\n0 2 0.25\n1 2 1.0\r\n2 0 6e-1";  // no final '\n'
+  const std::string path = write("g.topo", text);
+  const Graph a = load_edge_list(path), b = parse_edge_list(text, path);
+  EXPECT_EQ(a.dense(), b.dense());
+  EXPECT_EQ(a.name(), b.name());
+  EXPECT_EQ(b.name(), "file:" + path);
+}
+
 // ---- schedules --------------------------------------------------------------------------------
 
 TEST(Schedule, RotatesByIterations) {

@@ -7,6 +7,7 @@
 //   const float* img7 = train.image(7);   // c*h*w floats
 #pragma once
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -61,6 +62,39 @@ Dataset load_cifar10(const std::string& dir, bool train);
 
 // name: "fashion-mnist" or "cifar10". Unknown names throw std::invalid_argument.
 Dataset load_dataset(const std::string& name, const std::string& dir, bool train);
+
+// ---- in-memory parsers ------------------------------------------------------------------------
+// The loaders above read whole files and call these (one parser per format; fuzz/ feeds them
+// directly). `file` holds a file's bytes, raw or gzip (recognized by the gzip magic 1f 8b, one
+// or more members, nothing after the last); `source` names it in every DataError (a path).
+// Sizes a header declares are checked for overflow and against the data before anything that
+// depends on them is allocated: a raw file must have exactly the declared length, a gzip stream
+// is inflated at most one byte past it.
+
+// The largest payload an IDX header may declare (1 TiB: far above any real data set, and every
+// size stays in int64).
+inline constexpr int64_t kMaxIdxBytes = int64_t{1} << 40;
+
+struct IdxImages {
+  int64_t count = 0;
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> pixels;  // count * rows * cols bytes, image-major, row-major
+};
+
+// IDX3 images: magic 0x00000803, count, rows, cols, pixels. rows / cols > 0 are the required
+// dimensions (0: any, at least 1).
+IdxImages parse_idx_images(std::span<const uint8_t> file, const std::string& source,
+                           int64_t rows = 0, int64_t cols = 0);
+// IDX1 labels: magic 0x00000801, count, labels (each in [0, num_classes)).
+std::vector<uint8_t> parse_idx_labels(std::span<const uint8_t> file, const std::string& source,
+                                      int num_classes);
+// Fashion-MNIST from the bytes of an images file (28x28) and a labels file (classes 0..9) with
+// the same count, normalized as load_fashion_mnist does.
+Dataset parse_fashion_mnist(std::span<const uint8_t> images_file, const std::string& images_source,
+                            std::span<const uint8_t> labels_file, const std::string& labels_source);
+// One CIFAR-10 batch (a whole number >= 1 of 3073-byte records, labels 0..9), normalized as
+// load_cifar10 does.
+Dataset parse_cifar10_batch(std::span<const uint8_t> file, const std::string& source);
 
 // ---- writers (for tests and tools that generate small data sets) ---------------------------
 

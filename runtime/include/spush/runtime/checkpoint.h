@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,7 +38,7 @@ class Checkpoint {
   }
   const std::vector<uint8_t>& blob(const std::string& name) const;
   const std::map<std::string, std::vector<uint8_t>>& blobs() const { return blobs_; }
-  std::string source;      // file it was read from (for error messages)
+  std::string source;       // file it was read from (for error messages)
   uint64_t file_bytes = 0;  // size of the file it was read from
   uint32_t crc32 = 0;       // its checksum (the file's last 4 bytes)
 
@@ -53,6 +54,13 @@ struct WrittenCheckpoint {
   uint32_t crc32 = 0;
 };
 WrittenCheckpoint write_checkpoint(const std::string& path, const Checkpoint& ckpt);
+// The bytes write_checkpoint writes (the layout above, CRC included).
+std::vector<uint8_t> serialize_checkpoint(const Checkpoint& ckpt);
 Checkpoint read_checkpoint(const std::string& path);
+// The reader on a file's bytes held in memory (read_checkpoint reads the file and calls it);
+// `source` names the file in errors. Checks, in order: size, magic, version, CRC, then every
+// length field against the bytes left before it is used; the metadata must be a JSON object and
+// entry names unique. Throws CheckpointError naming the source and what was wrong.
+Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& source);
 
 }  // namespace spush::runtime

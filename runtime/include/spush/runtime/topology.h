@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace spush::runtime {
@@ -64,10 +65,20 @@ Graph exponential_graph(int n, int round);  // one peer: i -> i + 2^(round mod l
 // The three 4-node directed rings of [SP, Fig. 4, Fig. 5] (index 0: 0>1>2>3>0, 1: 0>3>2>1>0,
 // 2: 0>2>1>3>0); even nodes keep 1/2 and send 1/2, odd nodes keep 2/3 and send 1/3.
 Graph rotating_ring4(int index);
+// Limits of topology files: the node count a file may declare (the bound of the `nodes`
+// setting, runtime/src/settings.cpp) and the length of one line in bytes.
+inline constexpr int kMaxTopologyNodes = 65536;
+inline constexpr size_t kMaxTopologyLine = 4096;
+
 // Custom graph from a text file: '#' comments; first non-comment line "nodes N"; then one edge
 // per line "src dst weight". Missing self-loops get 1 - sum of the node's out-weights.
+// N must be in [1, kMaxTopologyNodes] and, when expected_nodes > 0 (the run's node count), equal
+// to it; both are checked on the "nodes" line, before anything of size N is allocated.
 // Throws TopologyError naming the file and line on any problem.
-Graph load_edge_list(const std::string& path);
+Graph load_edge_list(const std::string& path, int expected_nodes = 0);
+// The same parser on the text of a file held in memory; `source` names it in messages and in
+// the graph's name ("file:" + source).
+Graph parse_edge_list(std::string_view text, const std::string& source, int expected_nodes = 0);
 
 // Splits n into rows x cols with rows <= cols as square as possible (for "torus").
 std::pair<int, int> torus_shape(int n);

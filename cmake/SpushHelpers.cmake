@@ -8,6 +8,15 @@ if(SPUSH_SANITIZE)
     $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${SPUSH_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all>)
   target_link_options(spush_warnings INTERFACE -fsanitize=${SPUSH_SANITIZE})
 endif()
+# SPUSH_FUZZ: every library compiled for libFuzzer (coverage counters, no main) under ASan and
+# UBSan, a UBSan report aborting like an ASan one so that the fuzzer sees it; the harnesses of
+# fuzz/ add -fsanitize=fuzzer when they link.
+if(SPUSH_FUZZ)
+  target_compile_options(spush_warnings INTERFACE
+    $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                              -fno-sanitize-recover=all>)
+  target_link_options(spush_warnings INTERFACE -fsanitize=address,undefined)
+endif()
 
 # spush_add_test(NAME <name> SOURCES <files...> LIBS <libs...> [LABELS <labels...>])
 # One gtest executable; each TEST becomes a ctest entry carrying LABELS.
@@ -31,3 +40,4 @@ function(spush_add_layer_library target dir)
   target_include_directories(${target} PUBLIC ${dir}/include)
   target_link_libraries(${target} PUBLIC ${L_LIBS} PRIVATE spush_warnings)
 endfunction()
+

@@ -5,7 +5,8 @@
 #  - "mv": SSGD-top-K and the majority-vote family on 4 IID nodes.
 # Usage: scripts/results_central.sh [build-dir] [noniid|mv|all] ; runs land in
 # runs/results-central/<row>/ and the tables are printed by scripts/results_table.py.
-# SPUSH_PARALLEL=2 runs two rows at a time with one thread each.
+# SPUSH_PARALLEL=2 runs two rows at a time with one thread each. A row whose log already ends
+# with its "done:" line is kept (an interrupted sweep resumes); SPUSH_RERUN=1 runs every row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-build}/bin/spush-train
@@ -17,6 +18,10 @@ common=(--model lenet5 --dataset fashion-mnist --batch 32 --seed 1 --overwrite -
         --threads "$threads")
 run() {
   local name=$1; shift
+  if [[ -z ${SPUSH_RERUN:-} ]] && grep -q '^done:' "$out/$name.log" 2>/dev/null; then
+    echo "== $name: finished earlier (SPUSH_RERUN=1 runs it again)"; tail -1 "$out/$name.log"
+    return
+  fi
   echo "== $name: spush-train ${common[*]} $* --out $out/$name"
   "$bin" "${common[@]}" "$@" --out "$out/$name" > "$out/$name.log" 2>&1 || {
     echo "!! $name failed:"; tail -3 "$out/$name.log"; }

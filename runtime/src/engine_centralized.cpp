@@ -103,7 +103,7 @@ size_t get_set(const uint8_t* data, size_t n, int64_t d, bool with_values, int n
     const size_t vb = sizeof(float) * count;
     if (n - used < vb) throw bad(fmt::format("{} values announced, {} bytes left", count, n - used));
     values->resize(count);
-    std::memcpy(values->data(), data + used, vb);
+    if (vb > 0) std::memcpy(values->data(), data + used, vb);  // an empty vector's data() may be null
     used += vb;
   }
   return used;
@@ -716,7 +716,7 @@ void Algorithm::Central::majority_vote(uint64_t round) {
       throw CommError(fmt::format("{} round {}: node {} sent {} bytes of values, expected {}",
                                   to_string(kind), round, i, v.bytes[i],
                                   sizeof(float) * support.size()));
-    std::memcpy(row.data(), v.payload(i), v.bytes[i]);
+    if (!row.empty()) std::memcpy(row.data(), v.payload(i), v.bytes[i]);
     for (size_t q = 0; q < row.size(); ++q) mean[q] += row[q];
   }
   for (double& m : mean) m /= world;

@@ -2,9 +2,11 @@
 # Reproduces the centralized-algorithm tables of docs/RESULTS.md (Fashion-MNIST, LeNet-5, CPU):
 #  - "noniid": BSP, Gaia, FedAvg and DGC on 5 nodes, IID vs exclusive label partition (2 classes
 #    per node), BatchNorm vs GroupNorm, and SkewScout on FedAvg and Gaia;
-#  - "mv": SSGD-top-K and the majority-vote family on 4 IID nodes.
-# Usage: scripts/results_central.sh [build-dir] [noniid|mv|all] ; runs land in
-# runs/results-central/<row>/ and the tables are printed by scripts/results_table.py.
+#  - "mv": SSGD-top-K and the majority-vote family on 4 IID nodes;
+#  - "long" (not part of "all"): BSP and Gaia with SkewScout over 10 epochs, exclusive partition.
+# Usage: scripts/results_central.sh [build-dir] [noniid|mv|all|long] ; runs land in
+# runs/results-central/<row>/ (runs/results-central-long/ for "long") and the tables are printed
+# by scripts/results_table.py.
 # SPUSH_PARALLEL=2 runs two rows at a time with one thread each. A row whose log already ends
 # with its "done:" line is kept (an interrupted sweep resumes); SPUSH_RERUN=1 runs every row.
 set -euo pipefail
@@ -13,6 +15,7 @@ bin=${1:-build}/bin/spush-train
 which=${2:-all}
 par=${SPUSH_PARALLEL:-1}
 out=runs/results-central
+[[ $which == long ]] && out=runs/results-central-long
 threads=$(( $(nproc) / par )); (( threads >= 1 )) || threads=1
 common=(--model lenet5 --dataset fashion-mnist --batch 32 --seed 1 --overwrite --quiet
         --threads "$threads")
@@ -55,6 +58,12 @@ if [[ $which == mv || $which == all ]]; then
   rows+=("mv-rs_d0.01_H4|${n4[*]} --algorithm mv-rs --density 0.01 --local-steps 4")
   rows+=("mv-ad_d0.005_H8|${n4[*]} --algorithm mv-ad --density 0.005 --local-steps 8")
   rows+=("ssgd-topk_d0.005_H8|${n4[*]} --algorithm ssgd-topk --density 0.005 --local-steps 8")
+fi
+if [[ $which == long ]]; then
+  n5=(--nodes 5 --epochs 10 --lr 0.05 --norm group --partition exclusive)
+  rows+=("bsp_noniid_group_e10|${n5[*]} --algorithm bsp")
+  rows+=("gaia_skewscout_noniid_group_e10|${n5[*]} --algorithm gaia --gaia-threshold 0.1 --lr 0.01 --skewscout")
+  rows+=("gaia_skewscout_fine_noniid_group_e10|${n5[*]} --algorithm gaia --gaia-threshold 0.1 --lr 0.01 --skewscout --skewscout-grid 0.001,0.002,0.005,0.01,0.02,0.05,0.1")
 fi
 active=0
 for row in "${rows[@]}"; do

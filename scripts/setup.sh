@@ -2,7 +2,7 @@
 # Installs the Debian/Ubuntu packages spush needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev libbenchmark-dev
-      nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libopenmpi-dev
+      nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libdnnl-dev libopenmpi-dev
       openmpi-bin python3 python3-matplotlib dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do

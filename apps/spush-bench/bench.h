@@ -119,13 +119,14 @@ struct Options {
 };
 
 struct CaseInfo {
-  std::string op;    // copy, topk, topk_layers, ef_topk, qsgd, sign, minmax8, mix_ring
-  std::string impl;  // spush (the fused kernels), cub_sort, unfused, cpu, memcpy
+  std::string op;    // copy, topk, topk_layers, ef_topk, qsgd, sign, minmax8, mix_ring, gemm_u8s8
+  std::string impl;  // spush (the fused kernels), cub_sort, unfused, cpu, memcpy, sgemm_fp32
   std::string dist = "-";
   int64_t n = 0;  // elements per row
   int64_t rows = 1;
   std::string param;  // "K=1%", "bits=8", ...
   double bytes = 0;   // bytes floor of the op: each input read once, each output written once
+  double ops = 0;     // arithmetic operations (a multiply-add counts 2), for the GEMM cases
   int iterations = 20;
   bool gpu = true;
   std::string key() const {

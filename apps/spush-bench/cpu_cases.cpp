@@ -1,12 +1,16 @@
 // CPU cases of spush-bench: the CPU implementations (the specification) on the shapes and
 // inputs of the GPU cases. With a GPU they are the "cpu" baselines of the same keys; without
 // one they are the whole run (small shapes only, see main.cpp).
+#include <cblas.h>
+
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "bench.h"
 #include "spush/kernels/compress.h"
+#include "spush/kernels/gemm_int8.h"
 #include "spush/kernels/mixing.h"
 #include "spush/kernels/segments.h"
 #include "spush/kernels/topk.h"
@@ -94,6 +98,61 @@ class CpuMixRing : public Instance {
   int64_t d_;
   RingRound round_;
   std::vector<float> x_, z_, u_;
+};
+
+// C = (A - a_zero) B on m x k u8 and k x n s8 operands: impl "spush" is gemm_u8s8s32 (oneDNN
+// when available), "cpu" the reference loops, "sgemm_fp32" OpenBLAS's sgemm on the same shape
+// in fp32 (what an fp32 layer would run). check() compares spush with the reference.
+class CpuGemm : public Instance {
+ public:
+  CpuGemm(const std::string& impl, int64_t m, int64_t n, int64_t k)
+      : impl_(impl), m_(m), n_(n), k_(k) {
+    std::mt19937_64 rng(21);
+    std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
+    if (impl_ == "sgemm_fp32") {
+      std::normal_distribution<float> g;
+      af_.resize(static_cast<size_t>(m * k));
+      bf_.resize(static_cast<size_t>(k * n));
+      cf_.resize(static_cast<size_t>(m * n));
+      for (auto& v : af_) v = g(rng);
+      for (auto& v : bf_) v = g(rng);
+      return;
+    }
+    a_.resize(static_cast<size_t>(m * k));
+    b_.resize(static_cast<size_t>(k * n));
+    c_.resize(static_cast<size_t>(m * n));
+    for (auto& v : a_) v = static_cast<uint8_t>(u8(rng));
+    for (auto& v : b_) v = static_cast<int8_t>(s8(rng));
+  }
+  void run(int) override {
+    if (impl_ == "sgemm_fp32") {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m_),
+                  static_cast<int>(n_), static_cast<int>(k_), 1.0f, af_.data(),
+                  static_cast<int>(k_), bf_.data(), static_cast<int>(n_), 0.0f, cf_.data(),
+                  static_cast<int>(n_));
+    } else if (impl_ == "spush") {
+      kernels::gemm_u8s8s32(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, c_.data(), n_);
+    } else {
+      kernels::gemm_u8s8s32_ref(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, c_.data(),
+                                n_);
+    }
+  }
+  std::string check() override {
+    if (impl_ != "spush") return "-";
+    std::vector<int32_t> ref(c_.size());
+    run(0);
+    kernels::gemm_u8s8s32_ref(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, ref.data(), n_);
+    return ref == c_ ? "ok" : "FAIL: differs from gemm_u8s8s32_ref";
+  }
+
+ private:
+  static constexpr int32_t kZeroA = 128;
+  std::string impl_;
+  int64_t m_, n_, k_;
+  std::vector<uint8_t> a_;
+  std::vector<int8_t> b_;
+  std::vector<int32_t> c_;
+  std::vector<float> af_, bf_, cf_;
 };
 
 CaseInfo info(const std::string& op, int64_t n, int64_t rows, const std::string& param,
@@ -188,6 +247,34 @@ std::vector<Case> cpu_cases(const Options& opt) {
     cases.push_back(
         {info("mix_ring", dd, 16, percent(0.01), "normal", bytes, cpu_iterations(16.0 * dd)),
          [dd](void*) { return std::make_unique<CpuMixRing>(16, dd, 0.01); }});
+  }
+  // int8 GEMM: a square 4096^3 (1024^3 with --quick) and the im2col GEMM of a 16 -> 16 channel
+  // 3x3 convolution of ResNet-20's first stage over 4 nodes x batch 32 (M = 4 * 32 * 32 * 32
+  // output positions, N = 16, K = 144). The reference loops only at the smaller sizes.
+  const int64_t sq = opt.quick ? 1024 : 4096;
+  struct GemmShape {
+    int64_t m, n, k;
+    const char* name;
+    bool with_ref;
+  };
+  for (const GemmShape& g : {GemmShape{sq, sq, sq, "square", sq <= 1024},
+                             GemmShape{4 * 32 * 1024, 16, 144, "conv3x3_16", true}}) {
+    const double ops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
+                       static_cast<double>(g.k);
+    const double bytes = static_cast<double>(g.m * g.k + g.k * g.n + 4 * g.m * g.n);
+    const int iters = ops > 1e11 ? 3 : 10;
+    std::vector<std::string> impls{"spush", "sgemm_fp32"};
+    if (g.with_ref) impls.push_back("cpu");
+    for (const std::string& impl : impls) {
+      CaseInfo i = info("gemm_u8s8", g.m, 1, std::string(g.name) + "_n" + std::to_string(g.n) +
+                                                 "_k" + std::to_string(g.k),
+                        "uniform", bytes, iters);
+      i.impl = impl;
+      i.ops = ops;
+      cases.push_back({i, [impl, g](void*) {
+                         return std::make_unique<CpuGemm>(impl, g.m, g.n, g.k);
+                       }});
+    }
   }
   return cases;
 }

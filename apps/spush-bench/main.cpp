@@ -163,9 +163,11 @@ nlohmann::json report(const std::string& header) {
   j["copy_gbps"] = copy;
   j["rows"] = nlohmann::json::array();
   fmt::print("\n{}\n", header);
-  fmt::print("{:<14} {:>10} {:>5} {:>8} {:>10} {:>8} {:>10} {:>8} {:>6} {:>7} {:>8} {:>7}  {}\n",
-             "op", "N", "rows", "K/bits", "dist", "impl", "median_us", "GB/s", "%copy", "x_cub",
-             "x_unfused", "x_cpu", "check");
+  fmt::print(
+      "{:<14} {:>10} {:>5} {:>8} {:>10} {:>10} {:>10} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>7}  "
+      "{}\n",
+      "op", "N", "rows", "K/bits", "dist", "impl", "median_us", "GB/s", "%copy", "GOP/s", "x_cub",
+      "x_unfused", "x_cpu", "x_fp32", "check");
   for (const std::string& name : g_order) {
     const Result& r = g_results.at(name);
     const double gbps = r.median_us > 0 ? r.info.bytes / (r.median_us * 1e3) : 0;
@@ -177,12 +179,15 @@ nlohmann::json report(const std::string& header) {
     };
     const bool main_impl = r.info.impl == "spush";
     const double xc = main_impl ? speedup("cub_sort") : 0, xu = main_impl ? speedup("unfused") : 0,
-                 xp = main_impl ? speedup("cpu") : 0;
+                 xp = main_impl ? speedup("cpu") : 0, xf = main_impl ? speedup("sgemm_fp32") : 0;
+    const double gops = r.info.ops > 0 && r.median_us > 0 ? r.info.ops / (r.median_us * 1e3) : 0;
     fmt::print(
-        "{:<14} {:>10} {:>5} {:>8} {:>10} {:>8} {:>10.1f} {:>8} {:>6} {:>7} {:>8} {:>7}  {}\n",
+        "{:<14} {:>10} {:>5} {:>8} {:>10} {:>10} {:>10.1f} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} "
+        "{:>7}  {}\n",
         r.info.op, r.info.n, r.info.rows, r.info.param, r.info.dist, r.info.impl, r.median_us,
-        fmt_or_dash(gbps, "{:.1f}"), fmt_or_dash(pct, "{:.0f}"), fmt_or_dash(xc, "{:.2f}"),
-        fmt_or_dash(xu, "{:.2f}"), fmt_or_dash(xp, "{:.1f}"), r.check);
+        fmt_or_dash(gbps, "{:.1f}"), fmt_or_dash(pct, "{:.0f}"), fmt_or_dash(gops, "{:.1f}"),
+        fmt_or_dash(xc, "{:.2f}"), fmt_or_dash(xu, "{:.2f}"), fmt_or_dash(xp, "{:.1f}"),
+        fmt_or_dash(xf, "{:.2f}"), r.check);
     j["rows"].push_back({{"name", name},
                          {"key", r.info.key()},
                          {"op", r.info.op},
@@ -200,6 +205,9 @@ nlohmann::json report(const std::string& header) {
                          {"speedup_vs_cub_sort", xc},
                          {"speedup_vs_unfused", xu},
                          {"speedup_vs_cpu", xp},
+                         {"ops", r.info.ops},
+                         {"gops", gops},
+                         {"speedup_vs_fp32", xf},
                          {"check", r.check}});
   }
   fmt::print("\nTargets (docs/BENCHMARKS.md):\n");

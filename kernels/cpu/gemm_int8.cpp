@@ -61,8 +61,9 @@ struct DnnlContext {
   dnnl::stream stream{engine};
 };
 
+// One per calling thread: a oneDNN stream must not be used by two threads at once.
 DnnlContext& dnnl_context() {
-  static DnnlContext ctx;
+  thread_local DnnlContext ctx;
   return ctx;
 }
 

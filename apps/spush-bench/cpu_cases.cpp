@@ -133,8 +133,7 @@ class CpuGemm : public Instance {
     } else if (impl_ == "spush") {
       kernels::gemm_u8s8s32(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, c_.data(), n_);
     } else {
-      kernels::gemm_u8s8s32_ref(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, c_.data(),
-                                n_);
+      kernels::gemm_u8s8s32_ref(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, c_.data(), n_);
     }
   }
   std::string check() override {
@@ -259,21 +258,21 @@ std::vector<Case> cpu_cases(const Options& opt) {
   };
   for (const GemmShape& g : {GemmShape{sq, sq, sq, "square", sq <= 1024},
                              GemmShape{4 * 32 * 1024, 16, 144, "conv3x3_16", true}}) {
-    const double ops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
-                       static_cast<double>(g.k);
+    const double ops =
+        2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
     const double bytes = static_cast<double>(g.m * g.k + g.k * g.n + 4 * g.m * g.n);
     const int iters = ops > 1e11 ? 3 : 10;
     std::vector<std::string> impls{"spush", "sgemm_fp32"};
     if (g.with_ref) impls.push_back("cpu");
     for (const std::string& impl : impls) {
-      CaseInfo i = info("gemm_u8s8", g.m, 1, std::string(g.name) + "_n" + std::to_string(g.n) +
-                                                 "_k" + std::to_string(g.k),
-                        "uniform", bytes, iters);
+      CaseInfo i =
+          info("gemm_u8s8", g.m, 1,
+               std::string(g.name) + "_n" + std::to_string(g.n) + "_k" + std::to_string(g.k),
+               "uniform", bytes, iters);
       i.impl = impl;
       i.ops = ops;
-      cases.push_back({i, [impl, g](void*) {
-                         return std::make_unique<CpuGemm>(impl, g.m, g.n, g.k);
-                       }});
+      cases.push_back(
+          {i, [impl, g](void*) { return std::make_unique<CpuGemm>(impl, g.m, g.n, g.k); }});
     }
   }
   return cases;

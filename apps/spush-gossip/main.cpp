@@ -20,12 +20,12 @@
 #include <utility>
 #include <vector>
 
+#include "spush/kernels/backend.h"
+#include "spush/kernels/compress_cuda.h"
 #include "spush/kernels/device.h"
 #include "spush/nets/optim.h"
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
-#include "spush/kernels/backend.h"
-#include "spush/kernels/compress_cuda.h"
 #include "spush/runtime/communicator.h"
 #include "spush/runtime/json_out.h"
 #include "spush/runtime/logistic.h"
@@ -222,7 +222,7 @@ class Printer {
 
  private:
   rt::JsonLinesWriter* json_;  // nullptr: no --json
-  bool root_;            // only rank 0 prints
+  bool root_;                  // only rank 0 prints
 };
 
 // Fills out with standard normal draws (mt19937_64, whose output the C++ standard fixes, and
@@ -343,8 +343,7 @@ int run(const Options& o) {
             : fmt::format("{} (density {}, bits {}, index codec {}, {})", o.compressor, o.density,
                           o.bits, o.index_codec, o.global ? "global" : "layer-wise");
     fmt::print("# algorithm {}, eta {}, compression {}, d {} in {} segments\n",
-               rt::to_string(algo->spec().kind), algo->spec().eta, compression, o.dim,
-               o.segments);
+               rt::to_string(algo->spec().kind), algo->spec().eta, compression, o.dim, o.segments);
     if (logistic)
       fmt::print(
           "# logistic: {} samples ({} per node before partition), skew {}, lambda {}, "
@@ -500,9 +499,10 @@ int run(const Options& o) {
       seconds, last.round, backend->host_memory() ? "CPU" : "GPU",
       last.round > 0 ? 1e3 * seconds / static_cast<double>(last.round) : 0.0);
   if (stopped)
-    fmt::print("stopped by {} after round {}\n",
-               rt::stop_requested() ? rt::signal_name(rt::stop_requested()) : "a signal to another rank",
-               last.round);
+    fmt::print(
+        "stopped by {} after round {}\n",
+        rt::stop_requested() ? rt::signal_name(rt::stop_requested()) : "a signal to another rank",
+        last.round);
   if (o.target_gap > 0) {
     if (reached)
       fmt::print(

@@ -44,8 +44,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto fail = [&](int code, const std::exception& e) {
-    std::cerr << "spush-train: error: " << (comm->ranks() > 1 ? fmt::format("rank {}: ", comm->rank()) : "")
-              << e.what() << "\n";
+    std::cerr << "spush-train: error: "
+              << (comm->ranks() > 1 ? fmt::format("rank {}: ", comm->rank()) : "") << e.what()
+              << "\n";
     std::cerr.flush();
     if (comm->ranks() > 1) comm->abort(code);  // the others must not wait for this rank
     return code;

@@ -24,10 +24,9 @@ void check_args(const char* fn, int64_t m, int64_t n, int64_t k, const void* a, 
   if (k > kMaxInt8GemmK)
     throw bad(fmt::format("k above {}: the int32 sum could overflow", kMaxInt8GemmK));
   if (lda < k || ldb < n || ldc < n)
-    throw bad(fmt::format("leading dimensions lda = {}, ldb = {}, ldc = {} must be >= k, n, n",
-                          lda, ldb, ldc));
-  if (a_zero < 0 || a_zero > 255)
-    throw bad(fmt::format("a_zero = {} is not a u8 value", a_zero));
+    throw bad(fmt::format("leading dimensions lda = {}, ldb = {}, ldc = {} must be >= k, n, n", lda,
+                          ldb, ldc));
+  if (a_zero < 0 || a_zero > 255) throw bad(fmt::format("a_zero = {} is not a u8 value", a_zero));
   if (b_zero < -128 || b_zero > 127)
     throw bad(fmt::format("b_zero = {} is not an s8 value", b_zero));
   if (m > 0 && n > 0 && (c == nullptr || (k > 0 && (a == nullptr || b == nullptr))))
@@ -46,13 +45,20 @@ bool dnnl_exact_isa() {
 
 const char* isa_name(dnnl::cpu_isa isa) {
   switch (isa) {
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    default: return "older";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    default:
+      return "older";
   }
 }
 
@@ -112,8 +118,8 @@ void gemm_u8s8s32_ref(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t
                       int64_t ldc) {
   check_args("gemm_u8s8s32_ref", m, n, k, a, lda, a_zero, b, ldb, b_zero, c, ldc);
   if (m == 0 || n == 0) return;  // an empty C: A and B may be null
-  // Row i of C accumulates k rows of B, each scaled by A[i, p] - a_zero; every partial sum is a
-  // sum of at most k terms, so it stays within the int32 bound of the whole sum.
+    // Row i of C accumulates k rows of B, each scaled by A[i, p] - a_zero; every partial sum is a
+    // sum of at most k terms, so it stays within the int32 bound of the whole sum.
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     int32_t* ci = c + i * ldc;

@@ -66,9 +66,9 @@ Communicator::Communicator(int world_nodes, int ranks, int rank, CommOptions opt
         "{} ranks, or more nodes)",
         world_nodes, ranks, world_nodes));
   if (!(options.timeout_seconds > 0) || !std::isfinite(options.timeout_seconds))
-    throw std::invalid_argument(fmt::format(
-        "communicator: timeout {} s, expected a finite number of seconds > 0",
-        options.timeout_seconds));
+    throw std::invalid_argument(
+        fmt::format("communicator: timeout {} s, expected a finite number of seconds > 0",
+                    options.timeout_seconds));
 }
 
 Communicator::~Communicator() = default;
@@ -109,12 +109,12 @@ size_t Communicator::remote_in_edges(const Graph& g) const {
 void Communicator::start_round(const Graph& g, const RoundMessages& m) {
   if (graph_) throw std::logic_error("communicator: a round is already in progress");
   if (g.nodes() != n_)
-    throw std::invalid_argument(fmt::format("{} communicator: graph '{}' has {} nodes, the world {}",
-                                            name(), g.name(), g.nodes(), n_));
-  if (m.payload_bytes > std::numeric_limits<uint32_t>::max())
     throw std::invalid_argument(fmt::format(
-        "{} communicator: payload of {} bytes exceeds the 32-bit header length", name(),
-        m.payload_bytes));
+        "{} communicator: graph '{}' has {} nodes, the world {}", name(), g.name(), g.nodes(), n_));
+  if (m.payload_bytes > std::numeric_limits<uint32_t>::max())
+    throw std::invalid_argument(
+        fmt::format("{} communicator: payload of {} bytes exceeds the 32-bit header length", name(),
+                    m.payload_bytes));
   if (m.pitch < m.payload_bytes || (m.payload_bytes > 0 && !m.send) || !m.u)
     throw std::invalid_argument(fmt::format(
         "{} communicator: need a send matrix with pitch >= {} bytes (got {}) and push-sum weights",
@@ -160,9 +160,9 @@ void Communicator::start_round(const Graph& g, const RoundMessages& m) {
   for (const Edge& e : edges) {
     if (e.src == e.dst || !is_local(e.dst) || is_local(e.src)) continue;
     if (recvs_.size() >= m.recv_rows)
-      throw std::logic_error(fmt::format(
-          "{} communicator: round {} needs more than the {} receive rows given", name(), m.round,
-          m.recv_rows));
+      throw std::logic_error(
+          fmt::format("{} communicator: round {} needs more than the {} receive rows given", name(),
+                      m.round, m.recv_rows));
     Remote r;
     r.src = e.src;
     r.dst = e.dst;
@@ -213,12 +213,12 @@ const Inbox& Communicator::finish_round() {
       ++next_recv;
     }
     validate_header(h, msg_.round, static_cast<uint16_t>(msg_.kind), msg_.codec,
-                    static_cast<uint32_t>(e.src), static_cast<uint32_t>(e.dst),
-                    msg_.payload_bytes);
+                    static_cast<uint32_t>(e.src), static_cast<uint32_t>(e.dst), msg_.payload_bytes);
     if (arrived != msg_.payload_bytes)
-      throw CommError(fmt::format("message {} -> {} (round {}): {} payload bytes arrived, "
-                                  "expected {}",
-                                  e.src, e.dst, msg_.round, arrived, msg_.payload_bytes));
+      throw CommError(
+          fmt::format("message {} -> {} (round {}): {} payload bytes arrived, "
+                      "expected {}",
+                      e.src, e.dst, msg_.round, arrived, msg_.payload_bytes));
     Incoming in;
     in.src = e.src;
     in.dst = e.dst;
@@ -234,25 +234,27 @@ const Communicator::Gathered& Communicator::gather_round(
     uint64_t round, MessageKind kind, uint16_t codec,
     const std::vector<std::vector<uint8_t>>& local_payloads) {
   if (static_cast<int>(local_payloads.size()) != local_nodes())
-    throw std::invalid_argument(fmt::format("gather_round: {} payloads, expected one per local "
-                                            "node ({})",
-                                            local_payloads.size(), local_nodes()));
+    throw std::invalid_argument(
+        fmt::format("gather_round: {} payloads, expected one per local "
+                    "node ({})",
+                    local_payloads.size(), local_nodes()));
   const int first = first_local();
   std::vector<uint64_t> mine(local_payloads.size()), sizes(static_cast<size_t>(n_));
   for (size_t r = 0; r < local_payloads.size(); ++r) {
     if (local_payloads[r].size() > std::numeric_limits<uint32_t>::max())
-      throw std::invalid_argument(fmt::format(
-          "gather_round: node {} payload of {} bytes exceeds the 32-bit header length",
-          first + static_cast<int>(r), local_payloads[r].size()));
+      throw std::invalid_argument(
+          fmt::format("gather_round: node {} payload of {} bytes exceeds the 32-bit header length",
+                      first + static_cast<int>(r), local_payloads[r].size()));
     mine[r] = local_payloads[r].size();
   }
   allgather_nodes(mine.data(), sizeof(uint64_t), sizes.data());
   uint64_t most = 0;
   for (uint64_t b : sizes) most = std::max(most, b);
   if (most > std::numeric_limits<uint32_t>::max())
-    throw CommError(fmt::format("gather_round (round {}): a node announced {} payload bytes, more "
-                                "than a header can describe",
-                                round, most));
+    throw CommError(
+        fmt::format("gather_round (round {}): a node announced {} payload bytes, more "
+                    "than a header can describe",
+                    round, most));
   // One block per node: the header, then the payload padded to the largest one.
   const size_t block = sizeof(MessageHeader) + static_cast<size_t>(most);
   std::vector<uint8_t> local(block * local_payloads.size(), 0);
@@ -287,8 +289,8 @@ const Communicator::Gathered& Communicator::gather_round(
     gathered_.offset[i] = at;
     gathered_.bytes[i] = static_cast<size_t>(sizes[i]);
     if (sizes[i])
-      std::memcpy(gathered_.data.data() + at, all.data() + static_cast<size_t>(i) * block +
-                                                  sizeof(h),
+      std::memcpy(gathered_.data.data() + at,
+                  all.data() + static_cast<size_t>(i) * block + sizeof(h),
                   static_cast<size_t>(sizes[i]));
     at += static_cast<size_t>(sizes[i]);
   }
@@ -303,8 +305,7 @@ void Communicator::count_reply(const std::vector<size_t>& payload_bytes) {
                sizeof(MessageHeader) + payload_bytes[r]);
 }
 
-void Communicator::allgather_nodes(const void* local_rows, size_t bytes_per_node,
-                                   void* all_rows) {
+void Communicator::allgather_nodes(const void* local_rows, size_t bytes_per_node, void* all_rows) {
   int most = 0;
   for (int r = 0; r < ranks_; ++r) most = std::max(most, count_of(r));
   const size_t block = static_cast<size_t>(most) * bytes_per_node;
@@ -319,8 +320,9 @@ void Communicator::allgather_nodes(const void* local_rows, size_t bytes_per_node
   auto* out = static_cast<uint8_t*>(all_rows);
   for (int r = 0; r < ranks_; ++r) {
     const size_t n = static_cast<size_t>(count_of(r)) * bytes_per_node;
-    if (n) std::memcpy(out + static_cast<size_t>(first_of(r)) * bytes_per_node,
-                       all.data() + static_cast<size_t>(r) * block, n);
+    if (n)
+      std::memcpy(out + static_cast<size_t>(first_of(r)) * bytes_per_node,
+                  all.data() + static_cast<size_t>(r) * block, n);
   }
 }
 

@@ -18,10 +18,10 @@
 #include <stdexcept>
 #include <utility>
 
+#include "engine_centralized.h"
 #include "spush/kernels/codec.h"
 #include "spush/kernels/codec_cuda.h"
 #include "spush/kernels/mixing.h"
-#include "engine_centralized.h"
 #include "spush/runtime/algorithm.h"
 
 namespace spush::runtime {
@@ -276,8 +276,7 @@ struct Algorithm::Impl {
         msg_off_dev = Array<int64_t>(be, offs);
         if (cs.kind == CompressorKind::kFractional) {
           code = Array<int16_t>(be, rows * static_cast<size_t>(k_row));
-          scale = Array<float>(be, rows * static_cast<size_t>(nseg) *
-                                       (size_t{1} << (cs.bits - 1)));
+          scale = Array<float>(be, rows * static_cast<size_t>(nseg) * (size_t{1} << (cs.bits - 1)));
         }
         payload_bytes = sparse_wire.payload_bytes;
         pitch = kernels::sparse_wire_pitch(sparse_wire);
@@ -291,8 +290,9 @@ struct Algorithm::Impl {
         }
         payload_bytes = dense_wire.payload_bytes;
         pitch = kernels::dense_wire_pitch(dense_wire);
-        paper_bytes = cs.kind == CompressorKind::kIdentity ? 4.0 * static_cast<double>(d + 1)
-                                                           : static_cast<double>(payload_bytes) + 4.0;
+        paper_bytes = cs.kind == CompressorKind::kIdentity
+                          ? 4.0 * static_cast<double>(d + 1)
+                          : static_cast<double>(payload_bytes) + 4.0;
       }
       wire_pitch = std::max(wire_pitch, pitch);
     }
@@ -441,8 +441,7 @@ struct Algorithm::Impl {
   void decode_dense(const kernels::DenseWireLayout& l, size_t row_pitch, const Inbox& in) {
     const size_t half = static_cast<size_t>(n) * static_cast<size_t>(ld);
     const int64_t* segs = seg_dev.get();
-    be.decode_dense_rows(l, segs, n, wire.get(), row_pitch, mval.get() + half, ld,
-                         flag_messages());
+    be.decode_dense_rows(l, segs, n, wire.get(), row_pitch, mval.get() + half, ld, flag_messages());
     const int64_t rr = received_rows(in, n);
     if (rr > 0)
       be.decode_dense_rows(l, segs, rr, recv.get(), row_pitch, mval.get() + 2 * half, ld,
@@ -495,9 +494,9 @@ struct Algorithm::Impl {
     own.val = x.get();
     own.ld_msg = ld;
     be.encode_dense_rows(identity_wire, seg_dev.get(), n, own, wire.get(), row_pitch);
-    const Inbox& in = exchange(g, round, MessageKind::kDense, wire_codec_id(identity_spec),
-                               identity_wire.payload_bytes, row_pitch,
-                               4.0 * static_cast<double>(d + 1));
+    const Inbox& in =
+        exchange(g, round, MessageKind::kDense, wire_codec_id(identity_spec),
+                 identity_wire.payload_bytes, row_pitch, 4.0 * static_cast<double>(d + 1));
     decode_dense(identity_wire, row_pitch, in);
     w_self.resize(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) w_self[r] = self_weight(g, first + r, eta, 1.0);
@@ -528,9 +527,8 @@ struct Algorithm::Impl {
                    flag_compress());
     check_errors(false);  // on the cpu: a NaN model is reported before anything is sent
     encode_own(own);
-    const Inbox& in =
-        exchange(g, round, MessageKind::kModel, wire_codec_id(cs), payload_bytes, pitch,
-                 paper_bytes);
+    const Inbox& in = exchange(g, round, MessageKind::kModel, wire_codec_id(cs), payload_bytes,
+                               pitch, paper_bytes);
     if (sparse)
       decode_sparse(in);
     else
@@ -549,8 +547,8 @@ struct Algorithm::Impl {
     if (sparse) {
       // u is already the round's new weights (msg_u null): the fused op only de-biases.
       be.gossip_mix_sparse_debias(x.get(), n, ld, d, u_dev.get(), terms_dev.get(), nterms,
-                                  msg_off_dev.get(), static_cast<int64_t>(table_rows()),
-                                  idx.get(), val.get(), nullptr, z.get(), ld, flag_messages());
+                                  msg_off_dev.get(), static_cast<int64_t>(table_rows()), idx.get(),
+                                  val.get(), nullptr, z.get(), ld, flag_messages());
       z_valid = true;
     } else {
       be.gossip_mix_dense(x.get(), n, ld, d, nullptr, terms_dev.get(), nterms, mval.get(),
@@ -577,8 +575,8 @@ struct Algorithm::Impl {
     const kernels::DeviceMessage own = own_message();
     // q = C(x^ - x~), then x~ += q.
     be.axpby_rows(n, d, 1.0f, x.get(), ld, -1.0f, pub.get(), ld, diff.get(), ld);
-    be.compress_ef(cs, n, dev_segs, sparse ? koff_dev.get() : nullptr, diff.get(), ld, nullptr,
-                   ld, own, static_cast<uint32_t>(first), round, be.workspace(), ws_bytes,
+    be.compress_ef(cs, n, dev_segs, sparse ? koff_dev.get() : nullptr, diff.get(), ld, nullptr, ld,
+                   own, static_cast<uint32_t>(first), round, be.workspace(), ws_bytes,
                    flag_compress());
     check_errors(false);
     terms.clear();
@@ -722,14 +720,15 @@ void Algorithm::reduce_gradients(nets::NodeMatrix& grads, int64_t iteration, int
 void Algorithm::set_local_steps(int h) {
   if (h < 1) throw std::invalid_argument(fmt::format("set_local_steps: H = {}, expected >= 1", h));
   if (spec_.kind == AlgorithmKind::kBsp || spec_.kind == AlgorithmKind::kDgc)
-    throw std::invalid_argument(fmt::format("{} communicates every iteration: it has no period H",
-                                            to_string(spec_.kind)));
+    throw std::invalid_argument(
+        fmt::format("{} communicates every iteration: it has no period H", to_string(spec_.kind)));
   spec_.local_steps = h;
 }
 
 void Algorithm::set_gaia_threshold(double t0) {
   if (spec_.kind != AlgorithmKind::kGaia)
-    throw std::invalid_argument(fmt::format("{} has no significance threshold", to_string(spec_.kind)));
+    throw std::invalid_argument(
+        fmt::format("{} has no significance threshold", to_string(spec_.kind)));
   if (!(t0 > 0 && std::isfinite(t0)))
     throw std::invalid_argument(fmt::format("set_gaia_threshold: T0 = {}, expected > 0", t0));
   spec_.central.gaia_threshold = t0;
@@ -772,8 +771,7 @@ void Algorithm::gossip_rounds(int rounds, int64_t first_iteration, int64_t epoch
     throw std::invalid_argument(
         fmt::format("gossip_rounds: {} is a centralized algorithm", to_string(spec_.kind)));
   Impl& s = *impl_;
-  if (!s.mval.size())
-    s.mval = Array<float>(backend_, s.table_rows() * static_cast<size_t>(s.ld));
+  if (!s.mval.size()) s.mval = Array<float>(backend_, s.table_rows() * static_cast<size_t>(s.ld));
   for (int k = 0; k < rounds; ++k) {
     const int64_t t = first_iteration + k;
     s.dense_round(s.schedule.graph(t, epoch), static_cast<uint64_t>(t), 1.0);
@@ -785,8 +783,8 @@ nets::NodeMatrix& Algorithm::x() {
   if (central_) return central_->x;
   Impl& s = *impl_;
   if (!backend_.host_memory())
-    throw std::logic_error(fmt::format(
-        "{}: x lives in {} device memory; use download_x", to_string(spec_.kind), backend_.name()));
+    throw std::logic_error(fmt::format("{}: x lives in {} device memory; use download_x",
+                                       to_string(spec_.kind), backend_.name()));
   s.z_valid = false;  // the caller may step on x
   return s.x_view;
 }
@@ -794,8 +792,8 @@ nets::NodeMatrix& Algorithm::x() {
 const nets::NodeMatrix& Algorithm::x() const {
   if (central_) return central_->x;
   if (!backend_.host_memory())
-    throw std::logic_error(fmt::format(
-        "{}: x lives in {} device memory; use download_x", to_string(spec_.kind), backend_.name()));
+    throw std::logic_error(fmt::format("{}: x lives in {} device memory; use download_x",
+                                       to_string(spec_.kind), backend_.name()));
   return impl_->x_view;
 }
 
@@ -803,8 +801,8 @@ const nets::NodeMatrix& Algorithm::z() {
   if (central_) return central_->x;  // no push-sum weights: z = x
   Impl& s = *impl_;
   if (!backend_.host_memory())
-    throw std::logic_error(fmt::format(
-        "{}: z lives in {} device memory; use download_z", to_string(spec_.kind), backend_.name()));
+    throw std::logic_error(fmt::format("{}: z lives in {} device memory; use download_z",
+                                       to_string(spec_.kind), backend_.name()));
   if (!s.z_valid) s.debias();
   return s.z_view;
 }
@@ -910,9 +908,10 @@ void Algorithm::load_state(const std::function<void(const std::string&, float*, 
   }
   for (float v : u_)
     if (!std::isfinite(v) || v <= 0)
-      throw std::invalid_argument(fmt::format("restored push-sum weight u = {} is not finite and "
-                                              "positive",
-                                              v));
+      throw std::invalid_argument(
+          fmt::format("restored push-sum weight u = {} is not finite and "
+                      "positive",
+                      v));
   s.upload_u();
   s.debias();
   synchronize();
@@ -940,12 +939,14 @@ AlgorithmSpec checked_algorithm_spec(const AlgorithmSpec& spec_in, const nets::L
     if (comm.world_nodes() != schedule.nodes())
       fail(fmt::format("the schedule has {} nodes but the {} communicator's world has {}",
                        schedule.nodes(), comm.name(), comm.world_nodes()));
-    if (spec.local_steps < 1) fail(fmt::format("local_steps = {}, expected >= 1", spec.local_steps));
+    if (spec.local_steps < 1)
+      fail(fmt::format("local_steps = {}, expected >= 1", spec.local_steps));
     if ((spec.kind == AlgorithmKind::kBsp || spec.kind == AlgorithmKind::kDgc) &&
         spec.local_steps != 1)
-      fail(fmt::format("local_steps = {}: {} exchanges gradients every iteration (use fedavg or "
-                       "the SSGD family for local steps)",
-                       spec.local_steps, name));
+      fail(
+          fmt::format("local_steps = {}: {} exchanges gradients every iteration (use fedavg or "
+                      "the SSGD family for local steps)",
+                      spec.local_steps, name));
     if (!(spec.compressor.density > 0 && spec.compressor.density <= 1))
       fail(fmt::format("density = {}, expected a value in (0, 1]", spec.compressor.density));
     if (!(c.fedavg_fraction > 0 && c.fedavg_fraction <= 1))
@@ -1022,9 +1023,9 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
   const char* name = to_string(spec.kind);
   std::string why;
   if (is_centralized(spec.kind) && !backend.host_memory())
-    throw std::invalid_argument(fmt::format(
-        "make_algorithm({}): the centralized algorithms run on the cpu backend, not {}", name,
-        backend.name()));
+    throw std::invalid_argument(
+        fmt::format("make_algorithm({}): the centralized algorithms run on the cpu backend, not {}",
+                    name, backend.name()));
   if (is_centralized(spec.kind))
     return std::unique_ptr<Algorithm>(new Algorithm(spec, layout, schedule, backend, comm));
   if (spec.kind != AlgorithmKind::kSgp && !backend.supports(spec.compressor, &why))
@@ -1036,8 +1037,8 @@ std::unique_ptr<Algorithm> make_algorithm(const AlgorithmSpec& spec_in, const ne
         "host memory: use the cpu backend, or one process with the local transport)",
         name, comm.name(), backend.name()));
   if (!backend.host_memory() && comm.local_nodes() > 65535)
-    throw std::invalid_argument(fmt::format("make_algorithm({}): {} nodes on one GPU, at most 65535",
-                                            name, comm.local_nodes()));
+    throw std::invalid_argument(fmt::format(
+        "make_algorithm({}): {} nodes on one GPU, at most 65535", name, comm.local_nodes()));
   return std::unique_ptr<Algorithm>(new Algorithm(spec, layout, schedule, backend, comm));
 }
 

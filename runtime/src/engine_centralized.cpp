@@ -76,8 +76,8 @@ void put_set(std::vector<uint8_t>& out, const std::vector<int32_t>& idx, const f
 size_t get_set(const uint8_t* data, size_t n, int64_t d, bool with_values, int node,
                std::vector<int32_t>& idx, std::vector<float>* values) {
   auto bad = [&](const std::string& what) {
-    return CommError(fmt::format("centralized round: node {} sent a malformed index set: {}", node,
-                                 what));
+    return CommError(
+        fmt::format("centralized round: node {} sent a malformed index set: {}", node, what));
   };
   uint32_t count = 0;
   if (n < sizeof(count)) throw bad("shorter than its count");
@@ -89,10 +89,9 @@ size_t get_set(const uint8_t* data, size_t n, int64_t d, bool with_values, int n
   idx.clear();
   size_t used = 0;
   try {
-    used = kernels::decode_indices(kernels::IndexCodec::kBlockPosition,
-                                   1.0 / static_cast<double>(set_block(count, d)),
-                                   kernels::SegmentView{offsets, 1}, data + sizeof(count),
-                                   n - sizeof(count), idx, &decoded);
+    used = kernels::decode_indices(
+        kernels::IndexCodec::kBlockPosition, 1.0 / static_cast<double>(set_block(count, d)),
+        kernels::SegmentView{offsets, 1}, data + sizeof(count), n - sizeof(count), idx, &decoded);
   } catch (const std::exception& e) {
     throw bad(e.what());
   }
@@ -101,9 +100,11 @@ size_t get_set(const uint8_t* data, size_t n, int64_t d, bool with_values, int n
   used += sizeof(count);
   if (with_values) {
     const size_t vb = sizeof(float) * count;
-    if (n - used < vb) throw bad(fmt::format("{} values announced, {} bytes left", count, n - used));
+    if (n - used < vb)
+      throw bad(fmt::format("{} values announced, {} bytes left", count, n - used));
     values->resize(count);
-    if (vb > 0) std::memcpy(values->data(), data + used, vb);  // an empty vector's data() may be null
+    if (vb > 0)
+      std::memcpy(values->data(), data + used, vb);  // an empty vector's data() may be null
     used += vb;
   }
   return used;
@@ -121,7 +122,9 @@ std::vector<int32_t> top_indices(const float* v, int64_t d, int64_t k) {
 std::vector<int32_t> top_by_key(const std::vector<double>& key, int64_t k) {
   std::vector<int32_t> pos(key.size());
   std::iota(pos.begin(), pos.end(), 0);
-  auto before = [&](int32_t a, int32_t b) { return key[a] > key[b] || (key[a] == key[b] && a < b); };
+  auto before = [&](int32_t a, int32_t b) {
+    return key[a] > key[b] || (key[a] == key[b] && a < b);
+  };
   std::nth_element(pos.begin(), pos.begin() + k, pos.end(), before);
   pos.resize(static_cast<size_t>(k));
   std::sort(pos.begin(), pos.end());
@@ -141,9 +144,10 @@ void sum_dense(const Communicator::Gathered& g, int world, int64_t d, std::vecto
   for (int i = 0; i < world; ++i) {
     if (include && !(*include)[i]) continue;
     if (g.bytes[i] != sizeof(float) * static_cast<size_t>(d))
-      throw CommError(fmt::format("centralized round: node {} sent {} bytes, expected {} (d = {} "
-                                  "fp32 values)",
-                                  i, g.bytes[i], sizeof(float) * d, d));
+      throw CommError(
+          fmt::format("centralized round: node {} sent {} bytes, expected {} (d = {} "
+                      "fp32 values)",
+                      i, g.bytes[i], sizeof(float) * d, d));
     std::memcpy(row.data(), g.payload(i), sizeof(float) * static_cast<size_t>(d));
     for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
   }
@@ -154,8 +158,8 @@ void sum_dense(const Communicator::Gathered& g, int world, int64_t d, std::vecto
 std::vector<int32_t> majority_support(const std::vector<double>& votes, int64_t k, uint64_t seed,
                                       uint64_t round) {
   if (k < 0 || k > static_cast<int64_t>(votes.size()))
-    throw std::invalid_argument(fmt::format("majority_support: K = {} with {} positions", k,
-                                            votes.size()));
+    throw std::invalid_argument(
+        fmt::format("majority_support: K = {} with {} positions", k, votes.size()));
   // Counts are whole numbers: adding half a uniform orders ties without reordering counts.
   std::vector<double> key(votes.size());
   for (size_t j = 0; j < votes.size(); ++j)
@@ -166,8 +170,8 @@ std::vector<int32_t> majority_support(const std::vector<double>& votes, int64_t 
 std::vector<int32_t> sampled_support(const std::vector<double>& votes, int64_t k, uint64_t seed,
                                      uint64_t round) {
   if (k < 0 || k > static_cast<int64_t>(votes.size()))
-    throw std::invalid_argument(fmt::format("sampled_support: K = {} with {} positions", k,
-                                            votes.size()));
+    throw std::invalid_argument(
+        fmt::format("sampled_support: K = {} with {} positions", k, votes.size()));
   // Sampling without replacement in proportion to the votes: the K largest keys log(u) / votes
   // (Efraimidis and Spirakis); positions without votes come last, by the lower index.
   std::vector<double> key(votes.size());
@@ -249,8 +253,9 @@ void Algorithm::Central::count(double bits_up_local, double bits_down_local,
 void Algorithm::Central::reduce_gradients(nets::NodeMatrix& grads, int64_t iteration,
                                           int64_t epoch) {
   if (grads.rows() != n || grads.cols() != d)
-    throw std::invalid_argument(fmt::format("{}: reduce_gradients got [{} x {}], expected [{} x {}]",
-                                            to_string(spec.kind), grads.rows(), grads.cols(), n, d));
+    throw std::invalid_argument(
+        fmt::format("{}: reduce_gradients got [{} x {}], expected [{} x {}]", to_string(spec.kind),
+                    grads.rows(), grads.cols(), n, d));
   const auto round = static_cast<uint64_t>(iteration);
   if (spec.kind == AlgorithmKind::kBsp) average_gradients(grads, round);
   if (spec.kind == AlgorithmKind::kDgc) dgc(grads, round, epoch);
@@ -332,7 +337,8 @@ void Algorithm::Central::dgc(nets::NodeMatrix& grads, uint64_t round, int64_t ep
     bits_up += set_index_bits(kt, d) + 32.0 * static_cast<double>(kt);
   }
   const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(round, MessageKind::kDense, kCodecSet, payloads);
+  const Communicator::Gathered& g =
+      comm.gather_round(round, MessageKind::kDense, kCodecSet, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(n);
   std::vector<double> sum(static_cast<size_t>(d), 0.0);
@@ -392,9 +398,10 @@ void Algorithm::Central::communicate(int64_t iteration, int64_t epoch) {
   for (int r = 0; r < n; ++r)
     for (int64_t j = 0; j < d; ++j)
       if (!std::isfinite(x.row(r)[j]))
-        throw std::runtime_error(fmt::format("{}: node {} holds a non-finite model value at {} "
-                                             "after round {}",
-                                             to_string(kind), first + r, j, round));
+        throw std::runtime_error(
+            fmt::format("{}: node {} holds a non-finite model value at {} "
+                        "after round {}",
+                        to_string(kind), first + r, j, round));
 }
 
 void Algorithm::Central::fedavg(uint64_t round) {
@@ -418,13 +425,14 @@ void Algorithm::Central::fedavg(uint64_t round) {
     ++senders;
   }
   const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
+  const Communicator::Gathered& g =
+      comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(senders);
   for (int i = 0; i < world; ++i)
     if (!in[i] && g.bytes[i] != 0)
-      throw CommError(fmt::format("FedAvg round {}: node {} was not chosen but sent {} bytes", round,
-                                  i, g.bytes[i]));
+      throw CommError(fmt::format("FedAvg round {}: node {} was not chosen but sent {} bytes",
+                                  round, i, g.bytes[i]));
   std::vector<double> sum;
   sum_dense(g, world, d, sum, &in);
   for (int64_t j = 0; j < d; ++j) theta[j] = static_cast<float>(sum[j] / chosen);
@@ -459,7 +467,8 @@ void Algorithm::Central::gaia(uint64_t round) {
     bits_up += set_index_bits(kr, d) + 32.0 * static_cast<double>(kr);
   }
   const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
+  const Communicator::Gathered& g =
+      comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(n);
   std::vector<double> sum(static_cast<size_t>(d), 0.0);
@@ -526,7 +535,8 @@ void Algorithm::Central::dense_model_average(uint64_t round) {
   }
   e.fill(0.0f);
   const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
+  const Communicator::Gathered& g =
+      comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(n);
   std::vector<double> sum;
@@ -555,7 +565,8 @@ void Algorithm::Central::sparse_topk(uint64_t round) {
     put_set(payloads[r], idx, vals.data(), d);
   }
   const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
+  const Communicator::Gathered& g =
+      comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(n);
   std::vector<double> sum(static_cast<size_t>(d), 0.0);
@@ -565,9 +576,10 @@ void Algorithm::Central::sparse_topk(uint64_t round) {
   for (int i = 0; i < world; ++i) {
     const size_t used = get_set(g.payload(i), g.bytes[i], d, true, i, idx, &val);
     if (used != g.bytes[i] || static_cast<int64_t>(idx.size()) != k)
-      throw CommError(fmt::format("SSGD-top-K round {}: node {} sent {} indices in {} bytes, "
-                                  "expected K = {} and {} bytes",
-                                  round, i, idx.size(), g.bytes[i], k, used));
+      throw CommError(
+          fmt::format("SSGD-top-K round {}: node {} sent {} indices in {} bytes, "
+                      "expected K = {} and {} bytes",
+                      round, i, idx.size(), g.bytes[i], k, used));
     for (size_t q = 0; q < idx.size(); ++q) {
       sum[idx[q]] += val[q];
       in_union[idx[q]] = 1;
@@ -623,8 +635,8 @@ void Algorithm::Central::majority_vote(uint64_t round) {
       if (l[j] == 0.0f) add_cand.push_back(j);
     for (int64_t j = 0; j < d; ++j)
       if (l[j] != 0.0f && !in_top[j]) drop_cand.push_back(static_cast<int32_t>(j));
-    const int64_t changes = std::min<int64_t>(
-        k_ad, static_cast<int64_t>(std::min(add_cand.size(), drop_cand.size())));
+    const int64_t changes =
+        std::min<int64_t>(k_ad, static_cast<int64_t>(std::min(add_cand.size(), drop_cand.size())));
     auto by_magnitude = [&](std::vector<int32_t>& cand, bool largest) {
       std::vector<double> key(cand.size());
       for (size_t q = 0; q < cand.size(); ++q) {
@@ -645,8 +657,8 @@ void Algorithm::Central::majority_vote(uint64_t round) {
     bits_up += set_index_bits(changes, d) * 2;
   }
   uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kControl, add_drop ? kCodecAddDrop : kCodecSet, payloads);
+  const Communicator::Gathered& g = comm.gather_round(
+      round, MessageKind::kControl, add_drop ? kCodecAddDrop : kCodecSet, payloads);
   self.stats_.bytes_actual += comm.bytes().total() - before;
   self.stats_.messages += static_cast<uint64_t>(n);
 
@@ -665,9 +677,10 @@ void Algorithm::Central::majority_vote(uint64_t round) {
     } else {
       used += get_set(g.payload(i) + used, g.bytes[i] - used, d, false, i, idx2, nullptr);
       if (idx.size() != idx2.size() || static_cast<int64_t>(idx.size()) > k_ad)
-        throw CommError(fmt::format("MV-AD round {}: node {} added {} and dropped {} votes, "
-                                    "expected equal counts of at most {}",
-                                    round, i, idx.size(), idx2.size(), k_ad));
+        throw CommError(
+            fmt::format("MV-AD round {}: node {} added {} and dropped {} votes, "
+                        "expected equal counts of at most {}",
+                        round, i, idx.size(), idx2.size(), k_ad));
       for (int32_t j : idx) votes[j] += 1;
       for (int32_t j : idx2) votes[j] -= 1;
     }
@@ -678,9 +691,10 @@ void Algorithm::Central::majority_vote(uint64_t round) {
   if (kind == AlgorithmKind::kMvAd) {
     for (int64_t j = 0; j < d; ++j) {
       if (votes[j] < 0 || votes[j] > world)
-        throw CommError(fmt::format("MV-AD round {}: the vote count of position {} became {}, "
-                                    "outside [0, {}] (a node dropped a vote it had not cast)",
-                                    round, j, votes[j], world));
+        throw CommError(
+            fmt::format("MV-AD round {}: the vote count of position {} became {}, "
+                        "outside [0, {}] (a node dropped a vote it had not cast)",
+                        round, j, votes[j], world));
       vote_sum[j] = static_cast<float>(votes[j]);
     }
     votes_cast = true;
@@ -748,13 +762,13 @@ std::vector<Algorithm::StateTensor> Algorithm::Central::state() const {
 void Algorithm::Central::save_state(
     const std::function<void(const std::string&, const float*, int64_t)>& put) {
   for (const StateTensor& t : state()) {
-    const float* data = t.name == "x"         ? x.data()
-                        : t.name == "u"       ? self.u_.data()
-                        : t.name == "theta"   ? theta.data()
-                        : t.name == "last"    ? last.data()
+    const float* data = t.name == "x"          ? x.data()
+                        : t.name == "u"        ? self.u_.data()
+                        : t.name == "theta"    ? theta.data()
+                        : t.name == "last"     ? last.data()
                         : t.name == "vote_sum" ? vote_sum.data()
                         : (t.name == "error" || (t.name == "accumulated" && e.rows())) ? e.data()
-                                                                                        : aux.data();
+                                                                                       : aux.data();
     put(t.name, data, t.count);
   }
 }
@@ -762,28 +776,30 @@ void Algorithm::Central::save_state(
 void Algorithm::Central::load_state(
     const std::function<void(const std::string&, float*, int64_t)>& get) {
   for (const StateTensor& t : state()) {
-    float* data = t.name == "x"          ? x.data()
-                  : t.name == "u"        ? self.u_.data()
-                  : t.name == "theta"    ? theta.data()
-                  : t.name == "last"     ? last.data()
-                  : t.name == "vote_sum" ? vote_sum.data()
+    float* data = t.name == "x"                                                  ? x.data()
+                  : t.name == "u"                                                ? self.u_.data()
+                  : t.name == "theta"                                            ? theta.data()
+                  : t.name == "last"                                             ? last.data()
+                  : t.name == "vote_sum"                                         ? vote_sum.data()
                   : (t.name == "error" || (t.name == "accumulated" && e.rows())) ? e.data()
-                                                                                  : aux.data();
+                                                                                 : aux.data();
     get(t.name, data, t.count);
   }
   for (float u : self.u_)
     if (u != 1.0f)
-      throw std::invalid_argument(fmt::format("restored weight u = {}: a centralized algorithm "
-                                              "keeps u = 1",
-                                              u));
+      throw std::invalid_argument(
+          fmt::format("restored weight u = {}: a centralized algorithm "
+                      "keeps u = 1",
+                      u));
   if (spec.kind == AlgorithmKind::kMvAd) {
     double total = 0;
     for (int64_t j = 0; j < d; ++j) {
       const float c = vote_sum[j];
       if (c < 0 || c > static_cast<float>(world) || c != std::floor(c))
-        throw std::invalid_argument(fmt::format("restored vote count {} at position {} is not an "
-                                                "integer in [0, {}]",
-                                                c, j, world));
+        throw std::invalid_argument(
+            fmt::format("restored vote count {} at position {} is not an "
+                        "integer in [0, {}]",
+                        c, j, world));
       total += c;
     }
     for (int r = 0; r < n; ++r) {
@@ -791,15 +807,15 @@ void Algorithm::Central::load_state(
       for (int64_t j = 0; j < d; ++j) {
         const float l = aux.row(r)[j];
         if (l != 0.0f && l != 1.0f)
-          throw std::invalid_argument(
-              fmt::format("restored vote of node {} at position {} is {}, expected 0 or 1",
-                          first + r, j, l));
+          throw std::invalid_argument(fmt::format(
+              "restored vote of node {} at position {} is {}, expected 0 or 1", first + r, j, l));
         cast += l != 0.0f;
       }
       if (cast != (total > 0 ? k : 0))
-        throw std::invalid_argument(fmt::format("restored vote set of node {} holds {} positions, "
-                                                "expected {}",
-                                                first + r, cast, total > 0 ? k : 0));
+        throw std::invalid_argument(
+            fmt::format("restored vote set of node {} holds {} positions, "
+                        "expected {}",
+                        first + r, cast, total > 0 ? k : 0));
     }
     votes_cast = total > 0;
   }

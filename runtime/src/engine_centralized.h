@@ -29,14 +29,14 @@ struct Algorithm::Central {
   int64_t k;  // K = topk_count(d, density)
   double lr_ratio = 1;
 
-  nets::NodeMatrix x;          // the local nodes' models (z = x)
-  std::vector<float> theta;    // the server's model: the last common one (identical on every rank)
-  nets::NodeMatrix e;          // SSGD-top-K, MV family: error feedback; DGC: accumulation v
-  nets::NodeMatrix aux;        // Gaia: accumulated updates; DGC: momentum u; MV-AD: votes L_n
-  nets::NodeMatrix last;       // Gaia: the models after the last check
-  std::vector<float> vote_sum; // MV-AD: the server's running vote counts
-  bool votes_cast = false;     // MV-AD: whether the vote sets hold a full vote (vote_sum > 0)
-  nets::NodeMatrix served;     // theta in every row (served_models())
+  nets::NodeMatrix x;           // the local nodes' models (z = x)
+  std::vector<float> theta;     // the server's model: the last common one (identical on every rank)
+  nets::NodeMatrix e;           // SSGD-top-K, MV family: error feedback; DGC: accumulation v
+  nets::NodeMatrix aux;         // Gaia: accumulated updates; DGC: momentum u; MV-AD: votes L_n
+  nets::NodeMatrix last;        // Gaia: the models after the last check
+  std::vector<float> vote_sum;  // MV-AD: the server's running vote counts
+  bool votes_cast = false;      // MV-AD: whether the vote sets hold a full vote (vote_sum > 0)
+  nets::NodeMatrix served;      // theta in every row (served_models())
 
  private:
   // The rounds.

@@ -369,12 +369,12 @@ Setting<T>& Setting<T>::check(std::function<bool(const T&)> ok, std::string expe
 
 // Each member is instantiated for the types its requires-clause admits (clang 14 rejects
 // `template class Setting<bool>;` because it instantiates in_range for bool as well).
-#define SPUSH_NUMERIC_SETTING(T)                              \
-  template Setting<T>& Setting<T>::in_range(T, T);            \
-  template Setting<T>& Setting<T>::at_least(T);               \
-  template Setting<T>& Setting<T>::above(T);                  \
-  template Setting<T>& Setting<T>::at_most(T);                \
-  template Setting<T>& Setting<T>::below(T);                  \
+#define SPUSH_NUMERIC_SETTING(T)                   \
+  template Setting<T>& Setting<T>::in_range(T, T); \
+  template Setting<T>& Setting<T>::at_least(T);    \
+  template Setting<T>& Setting<T>::above(T);       \
+  template Setting<T>& Setting<T>::at_most(T);     \
+  template Setting<T>& Setting<T>::below(T);       \
   template Setting<T>& Setting<T>::check(std::function<bool(const T&)>, std::string);
 SPUSH_NUMERIC_SETTING(int)
 SPUSH_NUMERIC_SETTING(int64_t)
@@ -388,8 +388,8 @@ template Setting<std::string>& Setting<std::string>::non_empty(std::string);
 template Setting<std::string>& Setting<std::string>::allow_empty();
 template Setting<std::string>& Setting<std::string>::parsed_by_impl(
     std::function<void(const std::string&)>, std::string);
-template Setting<std::string>& Setting<std::string>::check(
-    std::function<bool(const std::string&)>, std::string);
+template Setting<std::string>& Setting<std::string>::check(std::function<bool(const std::string&)>,
+                                                           std::string);
 
 // ---- Settings --------------------------------------------------------------------------------
 
@@ -622,8 +622,8 @@ void check_compression(const std::string& compressor, int bits) {
     throw ConfigError(
         fmt::format("invalid setting bits = {}: expected 1, 2, 4 or 8 with compressor qsgd", bits));
   if (kind == kernels::CompressorKind::kFractional && (bits < 2 || bits > 9))
-    throw ConfigError(fmt::format(
-        "invalid setting bits = {}: expected 2..9 with compressor fractional", bits));
+    throw ConfigError(
+        fmt::format("invalid setting bits = {}: expected 2..9 with compressor fractional", bits));
 }
 
 void check_memory(const std::string& key, const std::string& value, double bytes,

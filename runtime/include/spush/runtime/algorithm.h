@@ -66,14 +66,14 @@ enum class AlgorithmKind {
 // K = topk_count(d, compressor.density) over the whole model; index sets travel in the block
 // position code (kernels/codec.h).
 struct CentralizedSpec {
-  double fedavg_fraction = 1.0;   // FedAvg: fraction of the nodes averaged each round, (0, 1]
-  double gaia_threshold = 0.1;    // Gaia: significance threshold T0 (|accumulated / w| > T)
-  int dgc_warmup_epochs = 4;      // DGC: epochs of the density warm-up (0: none)
-  double dgc_clip = 0;            // DGC: local gradient clipping norm (0: off)
-  double dgc_momentum = 0.9;      // DGC: momentum of the momentum correction
-  double dgc_weight_decay = 1e-4; // DGC: weight decay added to the gradient
-  double add_drop_density = 1e-3; // MV-AD: at most ceil(rho_ad d) votes added and dropped
-  int dense_epochs = 0;           // SSGD-top-K, MV family: epochs of uncompressed averaging
+  double fedavg_fraction = 1.0;    // FedAvg: fraction of the nodes averaged each round, (0, 1]
+  double gaia_threshold = 0.1;     // Gaia: significance threshold T0 (|accumulated / w| > T)
+  int dgc_warmup_epochs = 4;       // DGC: epochs of the density warm-up (0: none)
+  double dgc_clip = 0;             // DGC: local gradient clipping norm (0: off)
+  double dgc_momentum = 0.9;       // DGC: momentum of the momentum correction
+  double dgc_weight_decay = 1e-4;  // DGC: weight decay added to the gradient
+  double add_drop_density = 1e-3;  // MV-AD: at most ceil(rho_ad d) votes added and dropped
+  int dense_epochs = 0;            // SSGD-top-K, MV family: epochs of uncompressed averaging
 };
 
 struct AlgorithmSpec {

@@ -153,6 +153,30 @@ void sum_dense(const Communicator::Gathered& g, int world, int64_t d, std::vecto
   }
 }
 
+// Sums the index sets with values that the nodes sent (DGC, Gaia, SSGD-top-K): sum[j] over the
+// nodes that sent j, in node order in double, and in_union[j] = 1 where any did. With k >= 0
+// every node must have sent exactly k indices. Throws CommError naming the round and node.
+void sum_sets(const Communicator::Gathered& g, int world, int64_t d, int64_t k, const char* what,
+              uint64_t round, std::vector<double>& sum, std::vector<char>& in_union) {
+  sum.assign(static_cast<size_t>(d), 0.0);
+  in_union.assign(static_cast<size_t>(d), 0);
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  for (int i = 0; i < world; ++i) {
+    const size_t used = get_set(g.payload(i), g.bytes[i], d, true, i, idx, &val);
+    if (used != g.bytes[i])
+      throw CommError(fmt::format("{} round {}: node {} sent {} bytes after its set", what, round,
+                                  i, g.bytes[i] - used));
+    if (k >= 0 && static_cast<int64_t>(idx.size()) != k)
+      throw CommError(fmt::format("{} round {}: node {} sent {} indices, expected K = {}", what,
+                                  round, i, idx.size(), k));
+    for (size_t q = 0; q < idx.size(); ++q) {
+      sum[idx[q]] += val[q];
+      in_union[idx[q]] = 1;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<int32_t> majority_support(const std::vector<double>& votes, int64_t k, uint64_t seed,
@@ -261,6 +285,22 @@ void Algorithm::Central::reduce_gradients(nets::NodeMatrix& grads, int64_t itera
   if (spec.kind == AlgorithmKind::kDgc) dgc(grads, round, epoch);
 }
 
+const Communicator::Gathered& Algorithm::Central::gather(
+    uint64_t round, MessageKind kind, uint16_t codec,
+    const std::vector<std::vector<uint8_t>>& payloads, int messages) {
+  const uint64_t before = comm.bytes().total();
+  const Communicator::Gathered& g = comm.gather_round(round, kind, codec, payloads);
+  self.stats_.bytes_actual += comm.bytes().total() - before;
+  self.stats_.messages += static_cast<uint64_t>(messages);
+  return g;
+}
+
+uint64_t Algorithm::Central::reply(size_t bytes_per_node) {
+  const uint64_t before = comm.bytes().total();
+  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), bytes_per_node));
+  return comm.bytes().total() - before;
+}
+
 void Algorithm::Central::average_gradients(nets::NodeMatrix& grads, uint64_t round) {
   std::vector<std::vector<uint8_t>> payloads(static_cast<size_t>(n));
   const size_t bytes = sizeof(float) * static_cast<size_t>(d);
@@ -268,19 +308,13 @@ void Algorithm::Central::average_gradients(nets::NodeMatrix& grads, uint64_t rou
     payloads[r].resize(bytes);
     std::memcpy(payloads[r].data(), grads.row(r), bytes);
   }
-  const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kDense, kCodecDense, payloads);
+  const Communicator::Gathered& g = gather(round, MessageKind::kDense, kCodecDense, payloads, n);
   std::vector<double> sum;
   sum_dense(g, world, d, sum);
   for (int r = 0; r < n; ++r)
     for (int64_t j = 0; j < d; ++j) grads.row(r)[j] = static_cast<float>(sum[j] / world);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), bytes));
-  self.stats_.messages += static_cast<uint64_t>(n);
-  count(32.0 * static_cast<double>(d) * n, 32.0 * static_cast<double>(d) * n,
-        comm.bytes().total() - down_before);
+  const uint64_t down = this->reply(bytes);
+  count(32.0 * static_cast<double>(d) * n, 32.0 * static_cast<double>(d) * n, down);
 }
 
 namespace {
@@ -336,25 +370,10 @@ void Algorithm::Central::dgc(nets::NodeMatrix& grads, uint64_t round, int64_t ep
     put_set(payloads[r], idx, vals.data(), d);
     bits_up += set_index_bits(kt, d) + 32.0 * static_cast<double>(kt);
   }
-  const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kDense, kCodecSet, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
-  std::vector<double> sum(static_cast<size_t>(d), 0.0);
-  std::vector<char> in_union(static_cast<size_t>(d), 0);
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  for (int i = 0; i < world; ++i) {
-    const size_t used = get_set(g.payload(i), g.bytes[i], d, true, i, idx, &val);
-    if (used != g.bytes[i])
-      throw CommError(fmt::format("centralized round: node {} sent {} bytes after its set", i,
-                                  g.bytes[i] - used));
-    for (size_t q = 0; q < idx.size(); ++q) {
-      sum[idx[q]] += val[q];
-      in_union[idx[q]] = 1;
-    }
-  }
+  const Communicator::Gathered& g = gather(round, MessageKind::kDense, kCodecSet, payloads, n);
+  std::vector<double> sum;
+  std::vector<char> in_union;
+  sum_sets(g, world, d, -1, "DGC", round, sum, in_union);
   std::vector<int32_t> support;
   for (int64_t j = 0; j < d; ++j)
     if (in_union[j]) support.push_back(static_cast<int32_t>(j));
@@ -365,11 +384,10 @@ void Algorithm::Central::dgc(nets::NodeMatrix& grads, uint64_t round, int64_t ep
   std::vector<uint8_t> reply;
   put_set(reply, support, nullptr, d);
   const size_t reply_bytes = reply.size() + sizeof(float) * support.size();
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), reply_bytes));
+  const uint64_t down = this->reply(reply_bytes);
   const double bits_down =
       (set_index_bits(static_cast<int64_t>(support.size()), d) + 32.0 * support.size()) * n;
-  count(bits_up, bits_down, comm.bytes().total() - down_before);
+  count(bits_up, bits_down, down);
 }
 
 // ---- model rounds -----------------------------------------------------------------------------
@@ -424,11 +442,8 @@ void Algorithm::Central::fedavg(uint64_t round) {
     std::memcpy(payloads[r].data(), x.row(r), bytes);
     ++senders;
   }
-  const uint64_t before = comm.bytes().total();
   const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(senders);
+      gather(round, MessageKind::kModel, kCodecDense, payloads, senders);
   for (int i = 0; i < world; ++i)
     if (!in[i] && g.bytes[i] != 0)
       throw CommError(fmt::format("FedAvg round {}: node {} was not chosen but sent {} bytes",
@@ -437,10 +452,8 @@ void Algorithm::Central::fedavg(uint64_t round) {
   sum_dense(g, world, d, sum, &in);
   for (int64_t j = 0; j < d; ++j) theta[j] = static_cast<float>(sum[j] / chosen);
   for (int r = 0; r < n; ++r) std::copy(theta.begin(), theta.end(), x.row(r));
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), bytes));
-  count(32.0 * static_cast<double>(d) * senders, 32.0 * static_cast<double>(d) * n,
-        comm.bytes().total() - down_before);
+  const uint64_t down = this->reply(bytes);
+  count(32.0 * static_cast<double>(d) * senders, 32.0 * static_cast<double>(d) * n, down);
 }
 
 void Algorithm::Central::gaia(uint64_t round) {
@@ -466,25 +479,10 @@ void Algorithm::Central::gaia(uint64_t round) {
     const auto kr = static_cast<int64_t>(own_idx[r].size());
     bits_up += set_index_bits(kr, d) + 32.0 * static_cast<double>(kr);
   }
-  const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
-  std::vector<double> sum(static_cast<size_t>(d), 0.0);
-  std::vector<char> in_union(static_cast<size_t>(d), 0);
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  for (int i = 0; i < world; ++i) {
-    const size_t used = get_set(g.payload(i), g.bytes[i], d, true, i, idx, &val);
-    if (used != g.bytes[i])
-      throw CommError(fmt::format("Gaia round {}: node {} sent {} bytes after its set", round, i,
-                                  g.bytes[i] - used));
-    for (size_t q = 0; q < idx.size(); ++q) {
-      sum[idx[q]] += val[q];
-      in_union[idx[q]] = 1;
-    }
-  }
+  const Communicator::Gathered& g = gather(round, MessageKind::kModel, kCodecSet, payloads, n);
+  std::vector<double> sum;
+  std::vector<char> in_union;
+  sum_sets(g, world, d, -1, "Gaia", round, sum, in_union);
   // Every node applies the others' significant updates (its own are in its model already).
   std::vector<double> others;
   for (int r = 0; r < n; ++r) {
@@ -503,11 +501,8 @@ void Algorithm::Central::gaia(uint64_t round) {
     if (in_union[j]) support.push_back(static_cast<int32_t>(j));
   std::vector<uint8_t> reply;
   put_set(reply, support, nullptr, d);
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(
-      std::vector<size_t>(static_cast<size_t>(n), reply.size() + sizeof(float) * support.size()));
-  count(bits_up, (set_index_bits(u, d) + 32.0 * static_cast<double>(u)) * n,
-        comm.bytes().total() - down_before);
+  const uint64_t down = this->reply(reply.size() + sizeof(float) * support.size());
+  count(bits_up, (set_index_bits(u, d) + 32.0 * static_cast<double>(u)) * n, down);
 }
 
 void Algorithm::Central::accumulate_differences() {
@@ -534,21 +529,15 @@ void Algorithm::Central::dense_model_average(uint64_t round) {
     std::memcpy(payloads[r].data(), e.row(r), bytes);
   }
   e.fill(0.0f);
-  const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kModel, kCodecDense, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
+  const Communicator::Gathered& g = gather(round, MessageKind::kModel, kCodecDense, payloads, n);
   std::vector<double> sum;
   sum_dense(g, world, d, sum);
   std::vector<int32_t> all(static_cast<size_t>(d));
   std::iota(all.begin(), all.end(), 0);
   for (double& s : sum) s /= world;
   finish_sparse(sum, all);
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), bytes));
-  count(32.0 * static_cast<double>(d) * n, 32.0 * static_cast<double>(d) * n,
-        comm.bytes().total() - down_before);
+  const uint64_t down = this->reply(bytes);
+  count(32.0 * static_cast<double>(d) * n, 32.0 * static_cast<double>(d) * n, down);
 }
 
 void Algorithm::Central::sparse_topk(uint64_t round) {
@@ -564,27 +553,10 @@ void Algorithm::Central::sparse_topk(uint64_t round) {
     }
     put_set(payloads[r], idx, vals.data(), d);
   }
-  const uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g =
-      comm.gather_round(round, MessageKind::kModel, kCodecSet, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
-  std::vector<double> sum(static_cast<size_t>(d), 0.0);
-  std::vector<char> in_union(static_cast<size_t>(d), 0);
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  for (int i = 0; i < world; ++i) {
-    const size_t used = get_set(g.payload(i), g.bytes[i], d, true, i, idx, &val);
-    if (used != g.bytes[i] || static_cast<int64_t>(idx.size()) != k)
-      throw CommError(
-          fmt::format("SSGD-top-K round {}: node {} sent {} indices in {} bytes, "
-                      "expected K = {} and {} bytes",
-                      round, i, idx.size(), g.bytes[i], k, used));
-    for (size_t q = 0; q < idx.size(); ++q) {
-      sum[idx[q]] += val[q];
-      in_union[idx[q]] = 1;
-    }
-  }
+  const Communicator::Gathered& g = gather(round, MessageKind::kModel, kCodecSet, payloads, n);
+  std::vector<double> sum;
+  std::vector<char> in_union;
+  sum_sets(g, world, d, k, "SSGD-top-K", round, sum, in_union);
   std::vector<int32_t> support;
   std::vector<double> mean;
   for (int64_t j = 0; j < d; ++j)
@@ -595,13 +567,10 @@ void Algorithm::Central::sparse_topk(uint64_t round) {
   finish_sparse(mean, support);
   std::vector<uint8_t> reply;
   put_set(reply, support, nullptr, d);
-  const uint64_t down_before = comm.bytes().total();
-  comm.count_reply(
-      std::vector<size_t>(static_cast<size_t>(n), reply.size() + sizeof(float) * support.size()));
+  const uint64_t down = this->reply(reply.size() + sizeof(float) * support.size());
   const auto u = static_cast<int64_t>(support.size());
   count((set_index_bits(k, d) + 32.0 * static_cast<double>(k)) * n,
-        (set_index_bits(u, d) + 32.0 * static_cast<double>(u)) * n,
-        comm.bytes().total() - down_before);
+        (set_index_bits(u, d) + 32.0 * static_cast<double>(u)) * n, down);
 }
 
 void Algorithm::Central::majority_vote(uint64_t round) {
@@ -656,11 +625,8 @@ void Algorithm::Central::majority_vote(uint64_t round) {
     put_set(payloads[r], drop, nullptr, d);
     bits_up += set_index_bits(changes, d) * 2;
   }
-  uint64_t before = comm.bytes().total();
-  const Communicator::Gathered& g = comm.gather_round(
-      round, MessageKind::kControl, add_drop ? kCodecAddDrop : kCodecSet, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
+  const Communicator::Gathered& g =
+      gather(round, MessageKind::kControl, add_drop ? kCodecAddDrop : kCodecSet, payloads, n);
 
   // 2. The server counts the votes and picks the support M.
   std::vector<double> votes(static_cast<size_t>(d), 0.0);
@@ -704,9 +670,7 @@ void Algorithm::Central::majority_vote(uint64_t round) {
                                    : majority_support(votes, k, spec.compressor.seed, round);
   std::vector<uint8_t> reply;
   put_set(reply, support, nullptr, d);
-  uint64_t down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), reply.size()));
-  uint64_t down = comm.bytes().total() - down_before;
+  uint64_t down = this->reply(reply.size());
 
   // 3. Values on the support, without indices; the mean updates theta.
   for (int r = 0; r < n; ++r) {
@@ -718,11 +682,7 @@ void Algorithm::Central::majority_vote(uint64_t round) {
       er[support[q]] = 0.0f;
     }
   }
-  before = comm.bytes().total();
-  const Communicator::Gathered& v =
-      comm.gather_round(round, MessageKind::kModel, kCodecValues, payloads);
-  self.stats_.bytes_actual += comm.bytes().total() - before;
-  self.stats_.messages += static_cast<uint64_t>(n);
+  const Communicator::Gathered& v = gather(round, MessageKind::kModel, kCodecValues, payloads, n);
   std::vector<double> mean(support.size(), 0.0);
   std::vector<float> row(support.size());
   for (int i = 0; i < world; ++i) {
@@ -735,9 +695,7 @@ void Algorithm::Central::majority_vote(uint64_t round) {
   }
   for (double& m : mean) m /= world;
   finish_sparse(mean, support);
-  down_before = comm.bytes().total();
-  comm.count_reply(std::vector<size_t>(static_cast<size_t>(n), sizeof(float) * support.size()));
-  down += comm.bytes().total() - down_before;
+  down += this->reply(sizeof(float) * support.size());
   count(bits_up + 32.0 * static_cast<double>(k) * n,
         (set_index_bits(k, d) + 32.0 * static_cast<double>(k)) * n, down);
 }

@@ -47,6 +47,14 @@ struct Algorithm::Central {
   void dense_model_average(uint64_t round);
   void sparse_topk(uint64_t round);
   void majority_vote(uint64_t round);
+  // One uplink round (Communicator::gather_round) with its bytes and `messages` messages counted
+  // in stats.
+  const Communicator::Gathered& gather(uint64_t round, MessageKind kind, uint16_t codec,
+                                       const std::vector<std::vector<uint8_t>>& payloads,
+                                       int messages);
+  // Counts the server's reply of bytes_per_node payload bytes to every local node; returns the
+  // bytes counted (headers included).
+  uint64_t reply(size_t bytes_per_node);
   // Difference of every local node's model from theta plus its error feedback, into e.
   void accumulate_differences();
   // Adds the server's mean of the nodes' sparse contributions to theta and sets x = theta.

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -14,6 +15,8 @@
 #include "spush/kernels/backend.h"
 #include "spush/kernels/cuda_check.cuh"
 #include "spush/kernels/device.h"
+#include "spush/kernels/segments.h"
+#include "spush/kernels/topk.h"
 
 #define SPUSH_REQUIRE_GPU()                                                        \
   do {                                                                             \
@@ -42,5 +45,35 @@ struct DeviceBuffer : kernels::Array<T> {
   explicit DeviceBuffer(size_t n) : kernels::Array<T>(gpu_backend(), n) {}
   explicit DeviceBuffer(const std::vector<T>& h) : kernels::Array<T>(gpu_backend(), h) {}
 };
+
+// The output of one topk_batched_cuda call, downloaded.
+struct TopkResult {
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  int flag = 0;
+};
+
+// Runs topk_batched_cuda on x ([rows][ld]) with the segment table off and kept-count table koff
+// (host copies uploaded), a workspace of the queried size, on `stream`; waits for the device.
+inline TopkResult run_topk_gpu(const std::vector<float>& x, int64_t rows, int64_t ld,
+                               const std::vector<int64_t>& off, const std::vector<int64_t>& koff,
+                               cudaStream_t stream = nullptr) {
+  const int nseg = static_cast<int>(off.size()) - 1;
+  int64_t max_len = 0;
+  for (int s = 0; s < nseg; ++s) max_len = std::max(max_len, off[s + 1] - off[s]);
+  const size_t k_total = static_cast<size_t>(rows * koff.back());
+  DeviceBuffer<float> dx(x);
+  DeviceBuffer<int64_t> doff(off), dkoff(koff);
+  DeviceBuffer<int32_t> didx(k_total);
+  DeviceBuffer<float> dval(k_total);
+  DeviceBuffer<int> dflag(std::vector<int>{0});
+  const size_t ws = kernels::topk_batched_workspace_size(rows, ld, nseg, max_len);
+  DeviceBuffer<uint8_t> dws(ws);
+  kernels::topk_batched_cuda(dx.get(), rows, ld, kernels::SegmentView{doff.get(), nseg},
+                             dkoff.get(), didx.get(), dval.get(), dws.get(), ws, dflag.get(),
+                             stream);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return TopkResult{didx.download(), dval.download(), dflag.download()[0]};
+}
 
 }  // namespace spush::test

@@ -30,35 +30,12 @@ uint32_t bits_of(float f) {
   return b;
 }
 
-struct Result {
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  int flag = 0;
-};
+using Result = test::TopkResult;
 
-// Runs topk_batched_cuda on x ([rows][ld]) with the given tables (host copies uploaded).
 Result run_gpu(const std::vector<float>& x, int64_t rows, int64_t ld,
                const std::vector<int64_t>& off, const std::vector<int64_t>& koff,
                cudaStream_t stream = nullptr) {
-  const int nseg = static_cast<int>(off.size()) - 1;
-  int64_t max_len = 0;
-  for (int s = 0; s < nseg; ++s) max_len = std::max(max_len, off[s + 1] - off[s]);
-  const size_t k_total = static_cast<size_t>(rows * koff.back());
-  test::DeviceBuffer<float> dx(x);
-  test::DeviceBuffer<int64_t> doff(off), dkoff(koff);
-  test::DeviceBuffer<int32_t> didx(k_total);
-  test::DeviceBuffer<float> dval(k_total);
-  test::DeviceBuffer<int> dflag(std::vector<int>{0});
-  const size_t ws = topk_batched_workspace_size(rows, ld, nseg, max_len);
-  test::DeviceBuffer<uint8_t> dws(ws);
-  topk_batched_cuda(dx.get(), rows, ld, SegmentView{doff.get(), nseg}, dkoff.get(), didx.get(),
-                    dval.get(), dws.get(), ws, dflag.get(), stream);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  Result r;
-  r.idx = didx.download();
-  r.val = dval.download();
-  r.flag = dflag.download()[0];
-  return r;
+  return test::run_topk_gpu(x, rows, ld, off, koff, stream);
 }
 
 void expect_matches_cpu(const std::vector<float>& x, int64_t rows, int64_t ld,

@@ -28,29 +28,12 @@ constexpr int64_t kItem = 8192;                 // elements per work item (topk_
 constexpr int64_t kScanItems = 1024;            // items per pass of the count kernel's scan
 constexpr int64_t kLong = 1100 * kItem + 4321;  // a segment of 1101 work items
 
-struct Result {
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  int flag = 0;
-};
+using Result = test::TopkResult;
 
 Result run_gpu(const std::vector<float>& x, int64_t rows, int64_t ld,
-               const std::vector<int64_t>& off, const std::vector<int64_t>& koff) {
-  const int nseg = static_cast<int>(off.size()) - 1;
-  int64_t max_len = 0;
-  for (int s = 0; s < nseg; ++s) max_len = std::max(max_len, off[s + 1] - off[s]);
-  const size_t k_total = static_cast<size_t>(rows * koff.back());
-  test::DeviceBuffer<float> dx(x);
-  test::DeviceBuffer<int64_t> doff(off), dkoff(koff);
-  test::DeviceBuffer<int32_t> didx(k_total);
-  test::DeviceBuffer<float> dval(k_total);
-  test::DeviceBuffer<int> dflag(std::vector<int>{0});
-  const size_t ws = topk_batched_workspace_size(rows, ld, nseg, max_len);
-  test::DeviceBuffer<uint8_t> dws(ws);
-  topk_batched_cuda(dx.get(), rows, ld, SegmentView{doff.get(), nseg}, dkoff.get(), didx.get(),
-                    dval.get(), dws.get(), ws, dflag.get(), nullptr);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  return Result{didx.download(), dval.download(), dflag.download()[0]};
+               const std::vector<int64_t>& off, const std::vector<int64_t>& koff,
+               cudaStream_t stream = nullptr) {
+  return test::run_topk_gpu(x, rows, ld, off, koff, stream);
 }
 
 void expect_matches_cpu(const std::vector<float>& x, int64_t rows, int64_t ld,

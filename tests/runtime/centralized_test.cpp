@@ -25,29 +25,11 @@
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/topology.h"
+#include "convex_problem.h"
 #include "thread_comm.h"
 
 namespace spush::runtime {
 namespace {
-
-LogisticSpec problem_spec(int nodes, double skew) {
-  LogisticSpec s;
-  s.nodes = nodes;
-  s.dim = 64;
-  s.segments = 4;
-  s.samples_per_node = 128;
-  s.skew = skew;
-  s.lambda = 1e-2;
-  s.seed = 7;
-  return s;
-}
-
-const LogisticProblem& problem(int nodes, double skew) {
-  static std::map<std::pair<int, double>, std::unique_ptr<LogisticProblem>> cache;
-  auto& p = cache[{nodes, skew}];
-  if (!p) p = std::make_unique<LogisticProblem>(problem_spec(nodes, skew));
-  return *p;
-}
 
 AlgorithmSpec central_spec(const std::string& name, double density, int local_steps) {
   AlgorithmSpec s;
@@ -89,7 +71,7 @@ class CentralizedConvex : public ::testing::TestWithParam<Case> {};
 // error-feedback top-K on gradients and reaches 1e-3.
 TEST_P(CentralizedConvex, ReachesTheOptimum) {
   const Case& c = GetParam();
-  const LogisticProblem& prob = problem(c.nodes, c.skew);
+  const LogisticProblem& prob = test::cached_problem(c.nodes, c.skew);
   const int64_t d = prob.dim();
   AlgorithmSpec spec = central_spec(c.algorithm, 0.1, c.local_steps);
   spec.central.dgc_momentum = c.dgc_momentum;
@@ -159,9 +141,9 @@ INSTANTIATE_TEST_SUITE_P(AllCentralized, CentralizedConvex, ::testing::ValuesIn(
 
 TEST(Bsp, NNodesFollowOneNodeWithTheUnionOfTheirBatches) {
   constexpr int kNodes = 4;
-  const LogisticProblem& many = problem(kNodes, 0.0);
-  LogisticSpec one_spec = problem_spec(1, 0.0);
-  one_spec.samples_per_node = kNodes * problem_spec(kNodes, 0.0).samples_per_node;
+  const LogisticProblem& many = test::cached_problem(kNodes, 0.0);
+  LogisticSpec one_spec = test::acceptance_spec(1, 0.0);
+  one_spec.samples_per_node = kNodes * test::acceptance_spec(kNodes, 0.0).samples_per_node;
   const LogisticProblem one(one_spec);  // the same generated samples, on one node
   ASSERT_EQ(one.total_samples(), many.total_samples());
   const int64_t d = many.dim();
@@ -510,7 +492,7 @@ TEST(Dgc, DensityWarmUp) {
 
 TEST(CentralizedState, RestoredStateContinuesBitForBit) {
   constexpr int n = 4;
-  const LogisticProblem& prob = problem(n, 0.8);
+  const LogisticProblem& prob = test::cached_problem(n, 0.8);
   const int64_t d = prob.dim();
   for (const char* name :
        {"bsp", "fedavg", "gaia", "dgc", "ssgd-topk", "ssgd-mv", "mv-ad", "mv-rs"}) {
@@ -588,7 +570,7 @@ TEST(CentralizedState, CorruptVoteStateIsRefused) {
 // The same run on 1, 2 and 4 ranks (threads with their own communicators) gives the same bits.
 TEST(CentralizedRanks, AnySplitOfTheNodesGivesTheSameBits) {
   constexpr int n = 4;
-  const LogisticProblem& prob = problem(n, 0.8);
+  const LogisticProblem& prob = test::cached_problem(n, 0.8);
   const int64_t d = prob.dim();
   for (const char* name : {"bsp", "gaia", "dgc", "ssgd-topk", "mv-ad", "mv-rs", "fedavg"}) {
     SCOPED_TRACE(name);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "spush/nets/optim.h"
+#include "convex_problem.h"
 #include "engine_util.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/logistic.h"
@@ -32,26 +33,8 @@ bool sanitized() {
   return v != nullptr && std::string(v) == "1";
 }
 
-// The problem every acceptance case solves: d = 64 in 4 segments of 16 (top-1% keeps
-// max(1, ceil(0.16)) = 1 value per segment, 4 of 64 per message), 128 samples per node.
-LogisticSpec acceptance_spec(int nodes, double skew) {
-  LogisticSpec s;
-  s.nodes = nodes;
-  s.dim = 64;
-  s.segments = 4;
-  s.samples_per_node = 128;
-  s.skew = skew;
-  s.lambda = 1e-2;
-  s.seed = 7;
-  return s;
-}
-
-const LogisticProblem& cached_problem(int nodes, double skew) {
-  static std::map<std::pair<int, double>, std::unique_ptr<LogisticProblem>> cache;
-  auto& p = cache[{nodes, skew}];
-  if (!p) p = std::make_unique<LogisticProblem>(acceptance_spec(nodes, skew));
-  return *p;
-}
+using test::acceptance_spec;
+using test::cached_problem;
 
 std::vector<double> to_double(const float* x, int64_t d) { return {x, x + d}; }
 

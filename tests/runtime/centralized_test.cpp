@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "convex_problem.h"
 #include "engine_util.h"
 #include "spush/kernels/codec.h"
 #include "spush/kernels/philox.h"
@@ -25,7 +26,6 @@
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/topology.h"
-#include "convex_problem.h"
 #include "thread_comm.h"
 
 namespace spush::runtime {
@@ -105,10 +105,10 @@ TEST_P(CentralizedConvex, ReachesTheOptimum) {
       }
     }
   }
-  std::printf("[ central  ] %-28s gap %.3e after %5lld iterations, up %.1fx, down %.1fx\n",
-              case_name(c).c_str(), gap, static_cast<long long>(t),
-              algo->stats().compression_factor(),
-              algo->stats().bytes_down ? algo->stats().bytes_dense / algo->stats().bytes_down : 0.0);
+  std::printf(
+      "[ central  ] %-28s gap %.3e after %5lld iterations, up %.1fx, down %.1fx\n",
+      case_name(c).c_str(), gap, static_cast<long long>(t), algo->stats().compression_factor(),
+      algo->stats().bytes_down ? algo->stats().bytes_dense / algo->stats().bytes_down : 0.0);
   EXPECT_LT(gap, tolerance) << "after " << t << " iterations";
   // Every node holds a model near the optimum too (Gaia keeps one model per node).
   for (int i = 0; i < c.nodes; ++i)
@@ -308,10 +308,10 @@ TEST(CentralizedAccounting, BytesAndBitsEqualTheMessageSizes) {
   }
   {  // SSGD-MV: votes (K indices) + K values up; the support + K values down.
     const OneRound r = one_round("ssgd-mv", n, d, 0.01, grad);
-    EXPECT_EQ(r.st.bytes_actual, static_cast<uint64_t>(n * (h + set_bytes(k, d, false)) +
-                                                       n * (h + 4.0 * k)));
-    EXPECT_EQ(r.st.bytes_down, static_cast<uint64_t>(n * (h + set_bytes(k, d, false)) +
-                                                     n * (h + 4.0 * k)));
+    EXPECT_EQ(r.st.bytes_actual,
+              static_cast<uint64_t>(n * (h + set_bytes(k, d, false)) + n * (h + 4.0 * k)));
+    EXPECT_EQ(r.st.bytes_down,
+              static_cast<uint64_t>(n * (h + set_bytes(k, d, false)) + n * (h + 4.0 * k)));
     EXPECT_DOUBLE_EQ(r.st.bytes_paper * 8, n * (code_bits(k, d) + 32.0 * k));
     EXPECT_DOUBLE_EQ(r.st.bytes_down_paper * 8, n * (code_bits(k, d) + 32.0 * k));
     // 003's arithmetic: about log2(1/rho) + 2 bits per position (7 + 1 per index, 8 blocks).
@@ -666,9 +666,9 @@ TEST(CentralizedMessages, MalformedPayloadsNameTheNode) {
       if (comm.rank() == 1) {
         // Node 1 sends a forged round instead (the test plays a faulty peer).
         std::vector<std::vector<uint8_t>> bad(1);
-        if (mode == 0) bad[0] = {3, 0};                       // shorter than its count
-        if (mode == 1) bad[0] = {0xff, 0xff, 0xff, 0x7f};     // count beyond d
-        if (mode == 2) bad[0] = {10, 0, 0, 0, 0, 0, 0, 0};   // code of 0 indices, count 10
+        if (mode == 0) bad[0] = {3, 0};                     // shorter than its count
+        if (mode == 1) bad[0] = {0xff, 0xff, 0xff, 0x7f};   // count beyond d
+        if (mode == 2) bad[0] = {10, 0, 0, 0, 0, 0, 0, 0};  // code of 0 indices, count 10
         comm.gather_round(0, MessageKind::kControl, 2, bad);
         return;
       }

@@ -6,11 +6,13 @@
 // SIGTERM after writing a checkpoint (continue with --resume). Under mpirun every rank runs this
 // program; rank 0 prints and writes (docs/DISTRIBUTED.md).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <iostream>
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 #include "spush/runtime/communicator.h"
 #include "spush/runtime/settings.h"
@@ -44,10 +46,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto fail = [&](int code, const std::exception& e) {
-    std::cerr << "spush-train: error: "
-              << (comm->ranks() > 1 ? fmt::format("rank {}: ", comm->rank()) : "") << e.what()
-              << "\n";
+    // One write(2) of the whole line: under mpirun several ranks report at once into the same
+    // stream, and piecewise writes of an unbuffered std::cerr would interleave their lines.
     std::cerr.flush();
+    const std::string line =
+        fmt::format("spush-train: error: {}{}\n",
+                    comm->ranks() > 1 ? fmt::format("rank {}: ", comm->rank()) : "", e.what());
+    for (size_t done = 0; done < line.size();) {
+      const ssize_t w = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
+      if (w <= 0) break;
+      done += static_cast<size_t>(w);
+    }
     if (comm->ranks() > 1) comm->abort(code);  // the others must not wait for this rank
     return code;
   };

@@ -303,7 +303,7 @@ class MpiFaults : public MpiTrain {
  public:
   // Epochs of a few seconds, so that a rank is lost in the middle of one (sanitizer builds
   // run about ten times slower).
-  MpiFaults() { samples_ = std::getenv("SPUSH_SANITIZED") ? 2000 : 12000; }
+  MpiFaults() { samples_ = std::getenv("SPUSH_SANITIZED") ? 6000 : 12000; }
 };
 
 // SIGTERM to mpirun (what a scheduler's preemption does): mpirun passes it on to every rank;
@@ -327,7 +327,9 @@ TEST_F(MpiFaults, SigtermToMpirunStopsEveryRankWithACheckpoint) {
   while (!fs::exists(manifest) && Clock::now() - t0 < std::chrono::seconds(120))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(fs::exists(manifest)) << slurp(log);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Epoch 2 has begun; a few iterations in, well before its end (an epoch takes about a second
+  // even in the sanitizer build, and the ranks stop after the iteration they are in).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(::kill(job, SIGTERM), 0);  // the shell exec'd mpirun: this is mpirun
   int status = 0;
   ASSERT_EQ(::waitpid(job, &status, 0), job);

@@ -1,6 +1,8 @@
 // Helpers for `gpu`-labelled tests: skip without a usable GPU; device arrays on one shared cuda
 // backend. Its stream synchronizes with the legacy default stream, so kernels launched on
-// stream 0 by a test are ordered with the arrays' copies.
+// stream 0 by a test are ordered with the arrays' copies. A stream of the test's own
+// (cudaStreamCreate) is NOT ordered with the backend's stream, blocking or not: work put on
+// it must first wait for the backend's stream (wait_for_backend).
 #pragma once
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -46,6 +48,19 @@ struct DeviceBuffer : kernels::Array<T> {
   explicit DeviceBuffer(const std::vector<T>& h) : kernels::Array<T>(gpu_backend(), h) {}
 };
 
+// Makes `stream` wait for everything queued so far on gpu_backend()'s stream (the arrays'
+// poisoning fills and uploads): needed before launching on a stream other than 0 or the
+// backend's own, since two non-default streams are never implicitly ordered with each other.
+inline void wait_for_backend(cudaStream_t stream) {
+  const cudaStream_t backend_stream = gpu_backend().stream();
+  if (stream == nullptr || stream == backend_stream) return;
+  cudaEvent_t ready = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(ready, backend_stream));
+  CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
+  CUDA_CHECK(cudaEventDestroy(ready));  // released once the wait is done
+}
+
 // The output of one topk_batched_cuda call, downloaded.
 struct TopkResult {
   std::vector<int32_t> idx;
@@ -54,7 +69,8 @@ struct TopkResult {
 };
 
 // Runs topk_batched_cuda on x ([rows][ld]) with the segment table off and kept-count table koff
-// (host copies uploaded), a workspace of the queried size, on `stream`; waits for the device.
+// (host copies uploaded), a workspace of the queried size, on `stream` (after the uploads and
+// fills on the backend's stream); waits for the device.
 inline TopkResult run_topk_gpu(const std::vector<float>& x, int64_t rows, int64_t ld,
                                const std::vector<int64_t>& off, const std::vector<int64_t>& koff,
                                cudaStream_t stream = nullptr) {
@@ -69,6 +85,7 @@ inline TopkResult run_topk_gpu(const std::vector<float>& x, int64_t rows, int64_
   DeviceBuffer<int> dflag(std::vector<int>{0});
   const size_t ws = kernels::topk_batched_workspace_size(rows, ld, nseg, max_len);
   DeviceBuffer<uint8_t> dws(ws);
+  wait_for_backend(stream);
   kernels::topk_batched_cuda(dx.get(), rows, ld, kernels::SegmentView{doff.get(), nseg},
                              dkoff.get(), didx.get(), dval.get(), dws.get(), ws, dflag.get(),
                              stream);

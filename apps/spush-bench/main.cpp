@@ -309,6 +309,12 @@ int main(int argc, char** argv) {
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  // Release the cases and the cuda backend (its stream) while the CUDA runtime is up: g_backend
+  // is a namespace-scope object, destroyed after the runtime's own exit-time teardown, when its
+  // stream can no longer be synchronized or destroyed ("driver shutting down").
+  g_cases.clear();
+  g_stream = nullptr;
+  g_backend.reset();
   const nlohmann::json j = report(header);
   if (!json_path.empty()) {
     try {

@@ -170,8 +170,11 @@ TEST(TopkGpu, BatchedRowsWithLayerSegments) {
   }
   expect_matches_cpu(x, rows, ld, off, koff, "layers with K in {0 if empty, 1, 2, len}");
   // K = 0 for a non-empty segment is an inconsistent table (topk.h): flag 2, nothing written.
+  // Segment 3 (length 2304) keeps 0: its K (2, as s % 3 == 0) comes off every later offset.
   std::vector<int64_t> zero_k = koff;
-  for (size_t s = 4; s < zero_k.size(); ++s) zero_k[s] -= 1;  // segment 3 (length 2304) keeps 0
+  const int64_t k3 = koff[4] - koff[3];
+  ASSERT_EQ(k3, 2);
+  for (size_t s = 4; s < zero_k.size(); ++s) zero_k[s] -= k3;
   ASSERT_EQ(zero_k[4] - zero_k[3], 0);
   const Result bad = run_gpu(x, rows, ld, off, zero_k);
   EXPECT_EQ(bad.flag, 2);
@@ -230,7 +233,8 @@ TEST(TopkGpu, InconsistentTablesSetTheErrorFlag) {
   EXPECT_EQ(run_gpu(x, 1, 1000, {0, 600, 500}, {0, 1, 2}).flag, 2);       // decreasing
   EXPECT_EQ(run_gpu(x, 1, 500, {0, 500, 1000}, {0, 1, 2}).flag, 2);       // row longer than ld
   // The device is still usable afterwards.
-  expect_matches_cpu(x, 1, 1000, {0, 600, 1000}, {0, 6, 4}, "after errors");
+  // k_offsets are cumulative: K = 6 for [0, 600) and K = 4 for [600, 1000).
+  expect_matches_cpu(x, 1, 1000, {0, 600, 1000}, {0, 6, 10}, "after errors");
 }
 
 TEST(TopkGpu, RejectsSmallWorkspaceAndBadArguments) {

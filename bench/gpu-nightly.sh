@@ -244,8 +244,11 @@ else
     -L gpu -R LargeGpu -j 1 --timeout $test_timeout --output-on-failure
   rc2=$step_rc
   secs=$((SECONDS - t0))
-  total="$(grep -oE 'tests failed out of [0-9]+' "$out/ctest-gpu.log" | awk '{s += $5} END {print s + 0}')"
-  failed="$(grep -oE '[0-9]+ tests failed out of' "$out/ctest-gpu.log" | awk '{s += $1} END {print s + 0}')"
+  # one summary line per ctest pass: "93% tests passed, 3 tests failed out of 45", and with no
+  # failure "100% tests passed out of 5" (newer CMake) or "..., 0 tests failed out of 5" (older)
+  summaries="$(grep -oE '[0-9]+% tests passed(, [0-9]+ tests? failed)? out of [0-9]+' "$out/ctest-gpu.log")"
+  total="$(awk '{s += $NF} END {print s + 0}' <<< "$summaries")"
+  failed="$(awk '/ failed / {s += $4} END {print s + 0}' <<< "$summaries")"
   skipped="$(grep -c '\*\*\*Skipped' "$out/ctest-gpu.log")"
   counts="$((total - failed - skipped)) passed, $failed failed, $skipped skipped of $total"
   if [ $rc1 -eq 124 ] || [ $rc2 -eq 124 ]; then

@@ -17,6 +17,7 @@ namespace {
 
 constexpr int64_t kParallelMin = int64_t{1} << 17;  // elements below which one thread runs
 constexpr int kLanes = 16;                          // minmax: independent accumulators
+constexpr int kChunk = 256;  // stochastic rounding: stream elements per block of uniforms
 
 // The clamp of the header: NaN -> 0, then [0, 255].
 inline float clamp_t(float t) {
@@ -73,6 +74,45 @@ Range minmax_unchecked(const char* fn, const float* x, int64_t n) {
   }
   if (!all || !std::isfinite(x[0])) throw_nonfinite(fn, x, n);
   return r;
+}
+
+// The uniforms of stream elements 4 g0 .. 4 g0 + kChunk - 1: philox4x32_10 of the counters
+// {g, g >> 32, it, node} for g = g0 .. g0 + kChunk / 4 - 1, written lane by lane so that the
+// compiler can vectorize across groups (the same arithmetic as philox.h).
+void philox_chunk(uint64_t g0, uint32_t it, uint32_t node, uint32_t k0, uint32_t k1, float* u) {
+  constexpr int kG = kChunk / 4;
+  uint32_t v0[kG], v1[kG], v2[kG], v3[kG];
+  for (int l = 0; l < kG; ++l) {
+    const uint64_t g = g0 + static_cast<uint64_t>(l);
+    v0[l] = static_cast<uint32_t>(g);
+    v1[l] = static_cast<uint32_t>(g >> 32);
+    v2[l] = it;
+    v3[l] = node;
+  }
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  uint32_t a = k0, b = k1;
+  for (int r = 0; r < 10; ++r) {
+    for (int l = 0; l < kG; ++l) {
+      const uint64_t p0 = static_cast<uint64_t>(kM0) * v0[l];
+      const uint64_t p1 = static_cast<uint64_t>(kM1) * v2[l];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ v1[l] ^ a;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ v3[l] ^ b;
+      v1[l] = static_cast<uint32_t>(p1);
+      v3[l] = static_cast<uint32_t>(p0);
+      v0[l] = n0;
+      v2[l] = n2;
+    }
+    a += kW0;
+    b += kW1;
+  }
+  constexpr float kTwoM24 = 1.0f / 16777216.0f;
+  for (int l = 0; l < kG; ++l) {
+    u[4 * l + 0] = static_cast<float>(v0[l] >> 8) * kTwoM24;
+    u[4 * l + 1] = static_cast<float>(v1[l] >> 8) * kTwoM24;
+    u[4 * l + 2] = static_cast<float>(v2[l] >> 8) * kTwoM24;
+    u[4 * l + 3] = static_cast<float>(v3[l] >> 8) * kTwoM24;
+  }
 }
 
 }  // namespace
@@ -161,28 +201,30 @@ void quantize_u8(const float* x, int64_t n, QParams p, Rounding r, StochasticKey
     }
     return;
   }
-  // Stochastic: one Philox call per group of four stream elements; groups at the ends of the
-  // call may be partial.
+  // Stochastic: stream elements in chunks of kChunk (aligned in the stream, so the first and
+  // last chunk of a call may be partial); per chunk the kChunk / 4 Philox calls run lane by lane
+  // (vectorizable), then the rounding loop.
   const uint64_t e0 = key.offset, e1 = key.offset + static_cast<uint64_t>(n);
-  const int64_t g0 = static_cast<int64_t>(e0 >> 2);
-  const int64_t g1 = static_cast<int64_t>((e1 + 3) >> 2);
+  const int64_t c0 = static_cast<int64_t>(e0 / kChunk);
+  const int64_t c1 = static_cast<int64_t>((e1 - 1) / kChunk) + 1;
   const uint32_t k0 = static_cast<uint32_t>(key.seed) ^ static_cast<uint32_t>(key.iteration >> 32);
   const uint32_t k1 = static_cast<uint32_t>(key.seed >> 32);
   const uint32_t it = static_cast<uint32_t>(key.iteration);
-#pragma omp parallel for schedule(static) if (n > kParallelMin / 4)
-  for (int64_t g = g0; g < g1; ++g) {
-    const uint64_t gu = static_cast<uint64_t>(g);
-    const Philox4 c = philox4x32_10(
-        Philox4{{static_cast<uint32_t>(gu), static_cast<uint32_t>(gu >> 32), it, key.node}}, k0,
-        k1);
-    for (int l = 0; l < 4; ++l) {
-      const uint64_t e = 4 * gu + static_cast<uint64_t>(l);
-      if (e < e0 || e >= e1) continue;
-      const int64_t i = static_cast<int64_t>(e - e0);
-      const float u = static_cast<float>(c.v[l] >> 8) * (1.0f / 16777216.0f);
-      const float t = clamp_t((x[i] - lo) / scale);
-      const float f = static_cast<float>(static_cast<int32_t>(t));  // floor: t >= 0
-      q[i] = static_cast<uint8_t>(static_cast<int32_t>(f) + (u < t - f ? 1 : 0));
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t c = c0; c < c1; ++c) {
+    float u[kChunk];
+    philox_chunk(static_cast<uint64_t>(c) * (kChunk / 4), it, key.node, k0, k1, u);
+    const uint64_t cb = static_cast<uint64_t>(c) * kChunk;
+    const uint64_t b = std::max(cb, e0), e = std::min(cb + kChunk, e1);
+    const float* xc = x + (b - e0);
+    uint8_t* qc = q + (b - e0);
+    const float* uc = u + (b - cb);
+    const int64_t len = static_cast<int64_t>(e - b);
+    for (int64_t i = 0; i < len; ++i) {
+      const float t = clamp_t((xc[i] - lo) / scale);
+      const int32_t fi = static_cast<int32_t>(t);  // floor: t >= 0
+      const float f = static_cast<float>(fi);
+      qc[i] = static_cast<uint8_t>(fi + (uc[i] < t - f ? 1 : 0));
     }
   }
 }

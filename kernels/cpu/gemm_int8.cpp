@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef SPUSH_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -73,9 +74,12 @@ DnnlContext& dnnl_context() {
   return ctx;
 }
 
-// C = (A - a_zero) B through one matmul primitive (oneDNN keeps created primitives in its
-// primitive cache, so a repeated shape is not compiled again), then C -= b_zero * rowsum(A -
-// a_zero) on the host, in int64 and exact.
+// R = A B through one matmul primitive without zero points (oneDNN keeps created primitives
+// in its primitive cache, so a repeated shape is not compiled again), then on the host, in
+// int64 and exact:
+//   C = R - a_zero colsum(B) - b_zero rowsum(A) + k a_zero b_zero.
+// |R| <= 255 * 128 * k fits int32 for k <= kMaxInt8GemmK. oneDNN 2.6's runtime source zero
+// point is not used: its brgemm matmul applies it in fp32 and loses bits once |C| > 2^24.
 void gemm_dnnl(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, int32_t a_zero,
                const int8_t* b, int64_t ldb, int32_t b_zero, int32_t* c, int64_t ldc) {
   using dnnl::memory;
@@ -84,29 +88,30 @@ void gemm_dnnl(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, i
   const memory::desc a_md({m, k}, dt::u8, {lda, 1});
   const memory::desc b_md({k, n}, dt::s8, {ldb, 1});
   const memory::desc c_md({m, n}, dt::s32, {ldc, 1});
-  dnnl::primitive_attr attr;
-  attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, ctx.engine);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), ctx.engine);
   const dnnl::matmul prim(pd);
-  int32_t zp = a_zero;
   memory a_mem(a_md, ctx.engine, const_cast<uint8_t*>(a));
   memory b_mem(b_md, ctx.engine, const_cast<int8_t*>(b));
   memory c_mem(c_md, ctx.engine, c);
-  memory zp_mem({{1}, dt::s32, {1}}, ctx.engine, &zp);
-  prim.execute(ctx.stream, {{DNNL_ARG_SRC, a_mem},
-                            {DNNL_ARG_WEIGHTS, b_mem},
-                            {DNNL_ARG_DST, c_mem},
-                            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zp_mem}});
+  prim.execute(ctx.stream,
+               {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
   ctx.stream.wait();
-  if (b_zero == 0) return;
+  if (a_zero == 0 && b_zero == 0) return;
+  std::vector<int64_t> col(static_cast<size_t>(n), 0);  // a_zero colsum(B) - k a_zero b_zero
+  if (a_zero != 0) {
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < n; ++j) col[j] += b[p * ldb + j];
+    for (int64_t j = 0; j < n; ++j)
+      col[j] = a_zero * col[j] - k * static_cast<int64_t>(a_zero) * b_zero;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     const uint8_t* ai = a + i * lda;
     int64_t s = 0;
-    for (int64_t p = 0; p < k; ++p) s += static_cast<int64_t>(ai[p]) - a_zero;
-    const int64_t corr = static_cast<int64_t>(b_zero) * s;
+    for (int64_t p = 0; p < k; ++p) s += ai[p];
+    const int64_t row = static_cast<int64_t>(b_zero) * s;
     int32_t* ci = c + i * ldc;
-    for (int64_t j = 0; j < n; ++j) ci[j] = static_cast<int32_t>(ci[j] - corr);
+    for (int64_t j = 0; j < n; ++j) ci[j] = static_cast<int32_t>(ci[j] - row - col[j]);
   }
 }
 #endif

@@ -58,8 +58,10 @@ std::vector<int32_t> run(const Case& c, F f) {
   for (int64_t i = 0; i < c.m; ++i) {
     for (int64_t j = 0; j < c.ldc; ++j) {
       const int32_t v = out[static_cast<size_t>(i * c.ldc + j)];
-      if (j < c.n) packed.push_back(v);
-      else EXPECT_EQ(v, kSentinel) << "padding of row " << i << " written";
+      if (j < c.n)
+        packed.push_back(v);
+      else
+        EXPECT_EQ(v, kSentinel) << "padding of row " << i << " written";
     }
   }
   return packed;
@@ -103,9 +105,9 @@ TEST(GemmInt8, ResNet20ConvolutionShapesAreExact) {
   // im2col GEMMs of ResNet-20 on 32x32 inputs, batch 2: rows = output positions, k = 9 * C_in,
   // n = C_out (the 3x3 convolutions of the three stages and the strided ones between them).
   std::mt19937_64 rng(12);
-  const int64_t shapes[][3] = {{2 * 1024, 16, 27},  {2 * 1024, 16, 144}, {2 * 256, 32, 144},
-                               {2 * 256, 32, 288},  {2 * 64, 64, 288},   {2 * 64, 64, 576},
-                               {2 * 256, 32, 16},   {2 * 64, 64, 32}};
+  const int64_t shapes[][3] = {{2 * 1024, 16, 27}, {2 * 1024, 16, 144}, {2 * 256, 32, 144},
+                               {2 * 256, 32, 288}, {2 * 64, 64, 288},   {2 * 64, 64, 576},
+                               {2 * 256, 32, 16},  {2 * 64, 64, 32}};
   for (const auto& s : shapes) expect_exact(make_case(s[0], s[1], s[2], 128, 0, 0, rng));
   expect_exact(make_case(2 * 64, 64, 576, 3, -7, 3, rng));
 }
@@ -119,9 +121,26 @@ TEST(GemmInt8, ExtremeValuesDoNotSaturate) {
   expect_exact(make_case(2, 17, 999, 0, 0, 1, rng, +1));      // 255 * -128
   Case big = make_case(2, 2, kMaxInt8GemmK, 0, 127, 0, rng, +1);
   std::vector<int32_t> c(4);
-  gemm_u8s8s32(2, 2, kMaxInt8GemmK, big.a.data(), big.lda, 0, big.b.data(), big.ldb, 127,
-               c.data(), 2);
+  gemm_u8s8s32(2, 2, kMaxInt8GemmK, big.a.data(), big.lda, 0, big.b.data(), big.ldb, 127, c.data(),
+               2);
   for (int32_t v : c) EXPECT_EQ(v, -int64_t{65025} * kMaxInt8GemmK);
+}
+
+TEST(GemmInt8, LargeOddSumsAreExact) {
+  // Skewed operands (A in [200, 255], B in [-128, -108]) give sums of 10^7 to 10^8 that are
+  // not multiples of a power of two: a path that carries the sum or a zero-point correction
+  // through fp32 loses their low bits once they pass 2^24 (oneDNN 2.6's matmul with a runtime
+  // source zero point did).
+  std::mt19937_64 rng(15);
+  std::uniform_int_distribution<int> hi(200, 255), lo(-128, -108);
+  for (int64_t k : {600, 1000, 4000, 20000}) {
+    for (auto [az, bz] : {std::pair{0, 0}, std::pair{0, -128}, std::pair{17, 0}, std::pair{3, 5}}) {
+      Case c = make_case(64, 9, k, az, bz, 0, rng);
+      for (auto& v : c.a) v = static_cast<uint8_t>(hi(rng));
+      for (auto& v : c.b) v = static_cast<int8_t>(lo(rng));
+      expect_exact(c);
+    }
+  }
 }
 
 TEST(GemmInt8, EmptyDimensions) {
@@ -146,8 +165,7 @@ TEST(GemmInt8, BadArgumentsAreRefused) {
   EXPECT_THROW(call(2, 3, 2, 2, 3, 2, 0, 0), std::invalid_argument);  // ldc < n
   EXPECT_THROW(call(2, 2, 2, 2, 2, 2, 256, 0), std::invalid_argument);
   EXPECT_THROW(call(2, 2, 2, 2, 2, 2, 0, -129), std::invalid_argument);
-  EXPECT_THROW(call(1, 1, kMaxInt8GemmK + 1, kMaxInt8GemmK + 1, 1, 1, 0, 0),
-               std::invalid_argument);
+  EXPECT_THROW(call(1, 1, kMaxInt8GemmK + 1, kMaxInt8GemmK + 1, 1, 1, 0, 0), std::invalid_argument);
   EXPECT_THROW(gemm_u8s8s32(2, 2, 2, nullptr, 2, 0, b.data(), 2, 0, c.data(), 2),
                std::invalid_argument);
   try {

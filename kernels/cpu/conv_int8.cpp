@@ -1,0 +1,614 @@
+// 8-bit convolution and linear ops (kernels/include/spush/kernels/conv_int8.h): the reference
+// loops, the tap sums of the fast paths, and the oneDNN convolution / deconvolution plans.
+// Built with -ffp-contract=off (kernels/CMakeLists.txt): the epilogue rounds each operation.
+#include "spush/kernels/conv_int8.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#ifdef SPUSH_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace spush::kernels {
+namespace {
+
+void check_forward(const ConvShape& s, const char* who) {
+  s.check(who);
+  if (s.k() > kMaxInt8GemmK)
+    throw std::invalid_argument(fmt::format(
+        "{}: reduction length cin kh kw = {} above {}: the int32 sums could overflow ({})", who,
+        s.k(), kMaxInt8GemmK, s.str()));
+}
+
+void check_backward(const ConvShape& s, const char* who) {
+  s.check(who);
+  if (s.cout * s.kh * s.kw > kMaxInt8GemmK)
+    throw std::invalid_argument(fmt::format(
+        "{}: reduction length cout kh kw = {} above {}: the int32 sums could overflow ({})", who,
+        s.cout * s.kh * s.kw, kMaxInt8GemmK, s.str()));
+}
+
+void check_ptrs(const char* who, const void* a, const void* b, const void* c) {
+  if (a == nullptr || b == nullptr || c == nullptr)
+    throw std::invalid_argument(fmt::format("{}: null buffer", who));
+}
+
+// Forward: the kernel rows r in [lo, hi) that read a real input row for output row i.
+struct TapRange {
+  int64_t lo, hi;
+  int64_t count() const { return hi > lo ? hi - lo : 0; }
+};
+TapRange forward_taps(int64_t i, int64_t stride, int64_t pad, int64_t k, int64_t in) {
+  const int64_t base = i * stride - pad;
+  return TapRange{std::max<int64_t>(0, -base), std::min<int64_t>(k, in - base)};
+}
+
+// Backward-data: the (kernel row r, output row i) pairs with i stride - pad + r = row.
+std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, int64_t out,
+                                                                    int64_t stride, int64_t pad,
+                                                                    int64_t k) {
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> t(static_cast<size_t>(in));
+  for (int64_t row = 0; row < in; ++row)
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t num = row + pad - r;
+      if (num < 0 || num % stride != 0) continue;
+      const int64_t i = num / stride;
+      if (i < out) t[row].emplace_back(r, i);
+    }
+  return t;
+}
+
+// --- Tap sums shared by the fast paths (the reference computes them in its own loops) ------
+
+// sum_a[b, p] and sum_w[c, p], n[p] of the forward pass, through channel sums and box sums.
+void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw, Int8Parts& out) {
+  const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
+  std::vector<int32_t> cs(static_cast<size_t>(s.batch * hw), 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b) {
+    int32_t* c = cs.data() + b * hw;
+    for (int64_t ci = 0; ci < s.cin; ++ci) {
+      const uint8_t* x = qx + (b * s.cin + ci) * hw;
+      for (int64_t p = 0; p < hw; ++p) c[p] += x[p];
+    }
+    for (int64_t i = 0; i < oh; ++i) {
+      const TapRange rr = forward_taps(i, s.sh, s.ph, s.kh, s.h);
+      for (int64_t j = 0; j < ow; ++j) {
+        const TapRange sr = forward_taps(j, s.sw, s.pw, s.kw, s.w);
+        int32_t acc = 0;
+        for (int64_t r = rr.lo; r < rr.hi; ++r) {
+          const int32_t* row = c + (i * s.sh - s.ph + r) * s.w + (j * s.sw - s.pw);
+          for (int64_t q = sr.lo; q < sr.hi; ++q) acc += row[q];
+        }
+        out.sum_a[b * oh * ow + i * ow + j] = acc;
+      }
+    }
+  }
+  std::vector<int32_t> ws(static_cast<size_t>(s.cout * khw), 0);
+  for (int64_t co = 0; co < s.cout; ++co)
+    for (int64_t ci = 0; ci < s.cin; ++ci)
+      for (int64_t t = 0; t < khw; ++t) ws[co * khw + t] += qw[(co * s.cin + ci) * khw + t];
+  for (int64_t i = 0; i < oh; ++i) {
+    const TapRange rr = forward_taps(i, s.sh, s.ph, s.kh, s.h);
+    for (int64_t j = 0; j < ow; ++j) {
+      const TapRange sr = forward_taps(j, s.sw, s.pw, s.kw, s.w);
+      out.n[i * ow + j] = static_cast<int32_t>(s.cin * rr.count() * sr.count());
+      for (int64_t co = 0; co < s.cout; ++co) {
+        int32_t acc = 0;
+        for (int64_t r = rr.lo; r < rr.hi; ++r)
+          for (int64_t q = sr.lo; q < sr.hi; ++q) acc += ws[co * khw + r * s.kw + q];
+        out.sum_w[co * oh * ow + i * ow + j] = acc;
+      }
+    }
+  }
+}
+
+// sum_a[b, p], sum_w[ci, p] and n[p] of the backward-data pass.
+void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw, Int8Parts& out) {
+  const int64_t oh = s.oh(), ow = s.ow(), ohw = oh * ow, hw = s.h * s.w, khw = s.kh * s.kw;
+  const auto tr = backward_taps(s.h, oh, s.sh, s.ph, s.kh);
+  const auto tc = backward_taps(s.w, ow, s.sw, s.pw, s.kw);
+  std::vector<int32_t> cs(static_cast<size_t>(s.batch * ohw), 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b) {
+    int32_t* c = cs.data() + b * ohw;
+    for (int64_t co = 0; co < s.cout; ++co) {
+      const uint8_t* g = qg + (b * s.cout + co) * ohw;
+      for (int64_t p = 0; p < ohw; ++p) c[p] += g[p];
+    }
+    for (int64_t y = 0; y < s.h; ++y)
+      for (int64_t x = 0; x < s.w; ++x) {
+        int32_t acc = 0;
+        for (const auto& [r, i] : tr[y])
+          for (const auto& [q, j] : tc[x]) acc += c[i * ow + j];
+        out.sum_a[b * hw + y * s.w + x] = acc;
+      }
+  }
+  std::vector<int32_t> ws(static_cast<size_t>(s.cin * khw), 0);
+  for (int64_t co = 0; co < s.cout; ++co)
+    for (int64_t ci = 0; ci < s.cin; ++ci)
+      for (int64_t t = 0; t < khw; ++t) ws[ci * khw + t] += qw[(co * s.cin + ci) * khw + t];
+  for (int64_t y = 0; y < s.h; ++y)
+    for (int64_t x = 0; x < s.w; ++x) {
+      out.n[y * s.w + x] = static_cast<int32_t>(s.cout * static_cast<int64_t>(tr[y].size()) *
+                                                static_cast<int64_t>(tc[x].size()));
+      for (int64_t ci = 0; ci < s.cin; ++ci) {
+        int32_t acc = 0;
+        for (const auto& [r, i] : tr[y])
+          for (const auto& [q, j] : tc[x]) acc += ws[ci * khw + r * s.kw + q];
+        out.sum_w[ci * hw + y * s.w + x] = acc;
+      }
+    }
+}
+
+// acc[b, c, p] += 128 sum_a[b, p]: from sum q_a (q_w - 128) to sum q_a q_w, exactly (the result
+// is the exact sum, within int32 by the reduction-length bound).
+void add_offset(Int8Parts& parts) {
+#pragma omp parallel for schedule(static)
+  for (int64_t bc = 0; bc < parts.batch * parts.channels; ++bc) {
+    const int64_t b = bc / parts.channels;
+    int32_t* a = parts.acc.data() + bc * parts.positions;
+    const int32_t* sa = parts.sum_a.data() + b * parts.positions;
+    for (int64_t p = 0; p < parts.positions; ++p) a[p] = a[p] + 128 * sa[p];
+  }
+}
+
+void to_s8(const uint8_t* q, int64_t n, int8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(q[i]) - 128);
+}
+
+bool onednn_exact() {
+  static const bool exact = gemm_int8_path().rfind("onednn", 0) == 0;
+  return exact;
+}
+
+}  // namespace
+
+void Int8Parts::resize(int64_t b, int64_t c, int64_t p) {
+  batch = b;
+  channels = c;
+  positions = p;
+  acc.assign(static_cast<size_t>(b * c * p), 0);
+  sum_a.assign(static_cast<size_t>(b * p), 0);
+  sum_w.assign(static_cast<size_t>(c * p), 0);
+  n.assign(static_cast<size_t>(p), 0);
+}
+
+void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y) {
+  const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
+  const int64_t np = parts.positions, nc = parts.channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t bc = 0; bc < parts.batch * nc; ++bc) {
+    const int64_t b = bc / nc, c = bc % nc;
+    const int32_t* acc = parts.acc.data() + bc * np;
+    const int32_t* sa = parts.sum_a.data() + b * np;
+    const int32_t* sw = parts.sum_w.data() + c * np;
+    float* out = y + bc * np;
+    for (int64_t p = 0; p < np; ++p) out[p] = int8_epilogue(k, acc[p], sa[p], sw[p], parts.n[p]);
+  }
+}
+
+// --- Reference convolution ------------------------------------------------------------------
+
+void conv_u8_forward_parts_ref(const ConvShape& s, const uint8_t* qx, const uint8_t* qw,
+                               Int8Parts& out) {
+  check_forward(s, "conv_u8_forward_parts_ref");
+  check_ptrs("conv_u8_forward_parts_ref", qx, qw, qw);
+  const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
+  out.resize(s.batch, s.cout, oh * ow);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t co = 0; co < s.cout; ++co)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          int32_t acc = 0, sa = 0, sw = 0, n = 0;
+          for (int64_t ci = 0; ci < s.cin; ++ci)
+            for (int64_t r = 0; r < s.kh; ++r) {
+              const int64_t y = i * s.sh - s.ph + r;
+              if (y < 0 || y >= s.h) continue;
+              for (int64_t q = 0; q < s.kw; ++q) {
+                const int64_t x = j * s.sw - s.pw + q;
+                if (x < 0 || x >= s.w) continue;
+                const int32_t a = qx[(b * s.cin + ci) * hw + y * s.w + x];
+                const int32_t wv = qw[(co * s.cin + ci) * khw + r * s.kw + q];
+                acc += a * wv;
+                sa += a;
+                sw += wv;
+                ++n;
+              }
+            }
+          const int64_t p = i * ow + j;
+          out.acc[(b * s.cout + co) * oh * ow + p] = acc;
+          if (co == 0) out.sum_a[b * oh * ow + p] = sa;
+          if (b == 0) out.sum_w[co * oh * ow + p] = sw;
+          if (b == 0 && co == 0) out.n[p] = n;
+        }
+}
+
+void conv_u8_forward_ref(const ConvShape& s, const uint8_t* qx, QParams px, const uint8_t* qw,
+                         QParams pw, float* y) {
+  check_ptrs("conv_u8_forward_ref", qx, qw, y);
+  Int8Parts parts;
+  conv_u8_forward_parts_ref(s, qx, qw, parts);
+  int8_epilogue(parts, px, pw, y);
+}
+
+void conv_u8_backward_data_parts_ref(const ConvShape& s, const uint8_t* qg, const uint8_t* qw,
+                                     Int8Parts& out) {
+  check_backward(s, "conv_u8_backward_data_parts_ref");
+  check_ptrs("conv_u8_backward_data_parts_ref", qg, qw, qw);
+  const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
+  out.resize(s.batch, s.cin, hw);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t ci = 0; ci < s.cin; ++ci)
+      for (int64_t y = 0; y < s.h; ++y)
+        for (int64_t x = 0; x < s.w; ++x) {
+          int32_t acc = 0, sa = 0, sw = 0, n = 0;
+          for (int64_t co = 0; co < s.cout; ++co)
+            for (int64_t r = 0; r < s.kh; ++r) {
+              const int64_t ni = y + s.ph - r;
+              if (ni < 0 || ni % s.sh != 0 || ni / s.sh >= oh) continue;
+              const int64_t i = ni / s.sh;
+              for (int64_t q = 0; q < s.kw; ++q) {
+                const int64_t nj = x + s.pw - q;
+                if (nj < 0 || nj % s.sw != 0 || nj / s.sw >= ow) continue;
+                const int64_t j = nj / s.sw;
+                const int32_t g = qg[((b * s.cout + co) * oh + i) * ow + j];
+                const int32_t wv = qw[(co * s.cin + ci) * khw + r * s.kw + q];
+                acc += g * wv;
+                sa += g;
+                sw += wv;
+                ++n;
+              }
+            }
+          const int64_t p = y * s.w + x;
+          out.acc[(b * s.cin + ci) * hw + p] = acc;
+          if (ci == 0) out.sum_a[b * hw + p] = sa;
+          if (b == 0) out.sum_w[ci * hw + p] = sw;
+          if (b == 0 && ci == 0) out.n[p] = n;
+        }
+}
+
+void conv_u8_backward_data_ref(const ConvShape& s, const uint8_t* qg, QParams pg, const uint8_t* qw,
+                               QParams pw, float* dx) {
+  check_ptrs("conv_u8_backward_data_ref", qg, qw, dx);
+  Int8Parts parts;
+  conv_u8_backward_data_parts_ref(s, qg, qw, parts);
+  int8_epilogue(parts, pg, pw, dx);
+}
+
+// --- The plan ------------------------------------------------------------------------------
+
+#ifdef SPUSH_HAVE_DNNL
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
+
+// One oneDNN primitive on u8 src, s8 weights, s32 dst (all created with format any), with the
+// reorders from / to spush's plain layouts and its own scratchpad.
+struct DnnlOp {
+  dnnl::primitive prim;
+  memory src, wei, dst, scratch;        // in the primitive's formats
+  memory src_user, wei_user, dst_user;  // plain layouts; handles set per call
+  dnnl::reorder src_reorder, wei_reorder, dst_reorder;
+  bool reorder_src = false, reorder_wei = false, reorder_dst = false;
+  std::string info;
+
+  template <typename PD>
+  void setup(const dnnl::engine& eng, const PD& pd, const memory::desc& src_md,
+             const memory::desc& wei_md, const memory::desc& dst_md) {
+    info = pd.impl_info_str();
+    src_user = memory(src_md, eng, DNNL_MEMORY_NONE);
+    wei_user = memory(wei_md, eng, DNNL_MEMORY_NONE);
+    dst_user = memory(dst_md, eng, DNNL_MEMORY_NONE);
+    reorder_src = pd.src_desc() != src_md;
+    reorder_wei = pd.weights_desc() != wei_md;
+    reorder_dst = pd.dst_desc() != dst_md;
+    if (reorder_src) {
+      src = memory(pd.src_desc(), eng);
+      src_reorder = dnnl::reorder(src_user, src);
+    }
+    if (reorder_wei) {
+      wei = memory(pd.weights_desc(), eng);
+      wei_reorder = dnnl::reorder(wei_user, wei);
+    }
+    if (reorder_dst) {
+      dst = memory(pd.dst_desc(), eng);
+      dst_reorder = dnnl::reorder(dst, dst_user);
+    }
+    scratch = memory(pd.scratchpad_desc(), eng);
+  }
+
+  void run(dnnl::stream& st, const void* s, const void* w, void* d) {
+    src_user.set_data_handle(const_cast<void*>(s));
+    wei_user.set_data_handle(const_cast<void*>(w));
+    dst_user.set_data_handle(d);
+    if (reorder_src) src_reorder.execute(st, src_user, src);
+    if (reorder_wei) wei_reorder.execute(st, wei_user, wei);
+    prim.execute(st, {{DNNL_ARG_SRC, reorder_src ? src : src_user},
+                      {DNNL_ARG_WEIGHTS, reorder_wei ? wei : wei_user},
+                      {DNNL_ARG_DST, reorder_dst ? dst : dst_user},
+                      {DNNL_ARG_SCRATCHPAD, scratch}});
+    if (reorder_dst) dst_reorder.execute(st, dst, dst_user);
+    st.wait();
+  }
+};
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+}  // namespace
+
+struct ConvInt8Plan::Impl {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream st{eng};
+  std::unique_ptr<DnnlOp> fwd, bwd;
+  std::string fwd_error, bwd_error;  // creation failed: the reference runs
+  std::vector<int8_t> w_s8;
+  int64_t bwd_h = 0, bwd_w = 0;  // rows / columns of dx the deconvolution produces
+
+  void make_forward(const ConvShape& s) {
+    const memory::dims src{s.batch, s.cin, s.h, s.w}, wei{s.cout, s.cin, s.kh, s.kw},
+        dst{s.batch, s.cout, s.oh(), s.ow()};
+    const memory::desc src_any(src, dt::u8, tag::any), wei_any(wei, dt::s8, tag::any),
+        dst_any(dst, dt::s32, tag::any);
+    const dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                            dnnl::algorithm::convolution_direct, src_any, wei_any,
+                                            dst_any, {s.sh, s.sw}, {s.ph, s.pw}, {s.ph, s.pw});
+    // The right padding as oneDNN defines it: (h - 1 + pl + pr - kh) / sh + 1 == oh must hold,
+    // with the rows past the last window unused; pr = ph keeps oh as ConvShape computes it.
+    const dnnl::convolution_forward::primitive_desc pd(d, user_scratchpad(), eng);
+    auto op = std::make_unique<DnnlOp>();
+    op->prim = dnnl::convolution_forward(pd);
+    op->setup(eng, pd, memory::desc(src, dt::u8, tag::nchw), memory::desc(wei, dt::s8, tag::oihw),
+              memory::desc(dst, dt::s32, tag::nchw));
+    fwd = std::move(op);
+  }
+
+  void make_backward(const ConvShape& s) {
+    // dx rows the transposed convolution reaches: (oh - 1) sh - ph + kh, at most h (rows
+    // beyond it, left by a stride that does not divide h + 2 ph - kh, receive no tap).
+    const int64_t full_h = (s.oh() - 1) * s.sh - s.ph + s.kh;
+    const int64_t full_w = (s.ow() - 1) * s.sw - s.pw + s.kw;
+    bwd_h = std::min(s.h, full_h);
+    bwd_w = std::min(s.w, full_w);
+    const memory::dims src{s.batch, s.cout, s.oh(), s.ow()}, wei{s.cin, s.cout, s.kh, s.kw},
+        dst{s.batch, s.cin, bwd_h, bwd_w};
+    const memory::desc src_any(src, dt::u8, tag::any), wei_any(wei, dt::s8, tag::any),
+        dst_any(dst, dt::s32, tag::any);
+    const dnnl::deconvolution_forward::desc d(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct, src_any, wei_any,
+        dst_any, {s.sh, s.sw}, {s.ph, s.pw}, {full_h - bwd_h, full_w - bwd_w});
+    const dnnl::deconvolution_forward::primitive_desc pd(d, user_scratchpad(), eng);
+    auto op = std::make_unique<DnnlOp>();
+    op->prim = dnnl::deconvolution_forward(pd);
+    // Weights of the deconvolution: logical (cin, cout, kh, kw); spush's [cout, cin, kh, kw]
+    // buffer is that tensor in iohw order. dx rows / columns past the reach stay 0: the
+    // destination is a strided view of the [batch, cin, h, w] buffer.
+    const memory::desc dst_user(dst, dt::s32, memory::dims{s.cin * s.h * s.w, s.h * s.w, s.w, 1});
+    op->setup(eng, pd, memory::desc(src, dt::u8, tag::nchw), memory::desc(wei, dt::s8, tag::iohw),
+              dst_user);
+    bwd = std::move(op);
+  }
+};
+
+#else
+struct ConvInt8Plan::Impl {};
+#endif
+
+ConvInt8Plan::ConvInt8Plan(const ConvShape& shape) : shape_(shape) {
+  shape_.check("ConvInt8Plan");
+#ifdef SPUSH_HAVE_DNNL
+  if (onednn_exact()) impl_ = std::make_unique<Impl>();
+#endif
+}
+
+ConvInt8Plan::~ConvInt8Plan() = default;
+
+std::string ConvInt8Plan::path() { return gemm_int8_path(); }
+
+std::string ConvInt8Plan::impl_info() const {
+#ifdef SPUSH_HAVE_DNNL
+  if (!impl_) return "";
+  std::string s;
+  if (impl_->fwd) s += "forward: " + impl_->fwd->info;
+  if (!impl_->fwd_error.empty()) s += "forward: reference (" + impl_->fwd_error + ")";
+  if (impl_->bwd) s += std::string(s.empty() ? "" : "; ") + "backward-data: " + impl_->bwd->info;
+  if (!impl_->bwd_error.empty())
+    s += std::string(s.empty() ? "" : "; ") + "backward-data: reference (" + impl_->bwd_error + ")";
+  return s;
+#else
+  return "";
+#endif
+}
+
+void ConvInt8Plan::forward_parts(const uint8_t* qx, const uint8_t* qw, Int8Parts& out) {
+  const ConvShape& s = shape_;
+  check_forward(s, "ConvInt8Plan::forward");
+  check_ptrs("ConvInt8Plan::forward", qx, qw, qw);
+#ifdef SPUSH_HAVE_DNNL
+  if (impl_ && !impl_->fwd && impl_->fwd_error.empty()) {
+    try {
+      impl_->make_forward(s);
+    } catch (const dnnl::error& e) {
+      impl_->fwd_error = e.what();
+    }
+  }
+  if (impl_ && impl_->fwd) {
+    out.resize(s.batch, s.cout, s.oh() * s.ow());
+    impl_->w_s8.resize(static_cast<size_t>(s.w_size()));
+    to_s8(qw, s.w_size(), impl_->w_s8.data());
+    try {
+      impl_->fwd->run(impl_->st, qx, impl_->w_s8.data(), out.acc.data());
+    } catch (const dnnl::error& e) {
+      throw std::runtime_error(
+          fmt::format("ConvInt8Plan::forward ({}): oneDNN: {}", s.str(), e.what()));
+    }
+    forward_side_sums(s, qx, qw, out);
+    add_offset(out);
+    return;
+  }
+#endif
+  conv_u8_forward_parts_ref(s, qx, qw, out);
+}
+
+void ConvInt8Plan::forward(const uint8_t* qx, QParams px, const uint8_t* qw, QParams pw, float* y) {
+  check_ptrs("ConvInt8Plan::forward", qx, qw, y);
+  forward_parts(qx, qw, parts_);
+  int8_epilogue(parts_, px, pw, y);
+}
+
+void ConvInt8Plan::backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int8Parts& out) {
+  const ConvShape& s = shape_;
+  check_backward(s, "ConvInt8Plan::backward_data");
+  check_ptrs("ConvInt8Plan::backward_data", qg, qw, qw);
+#ifdef SPUSH_HAVE_DNNL
+  if (impl_ && !impl_->bwd && impl_->bwd_error.empty()) {
+    try {
+      impl_->make_backward(s);
+    } catch (const dnnl::error& e) {
+      impl_->bwd_error = e.what();
+    }
+  }
+  if (impl_ && impl_->bwd) {
+    out.resize(s.batch, s.cin, s.h * s.w);  // zeros: rows / columns past the reach stay 0
+    impl_->w_s8.resize(static_cast<size_t>(s.w_size()));
+    to_s8(qw, s.w_size(), impl_->w_s8.data());
+    try {
+      impl_->bwd->run(impl_->st, qg, impl_->w_s8.data(), out.acc.data());
+    } catch (const dnnl::error& e) {
+      throw std::runtime_error(
+          fmt::format("ConvInt8Plan::backward_data ({}): oneDNN: {}", s.str(), e.what()));
+    }
+    backward_side_sums(s, qg, qw, out);
+    add_offset(out);
+    return;
+  }
+#endif
+  conv_u8_backward_data_parts_ref(s, qg, qw, out);
+}
+
+void ConvInt8Plan::backward_data(const uint8_t* qg, QParams pg, const uint8_t* qw, QParams pw,
+                                 float* dx) {
+  check_ptrs("ConvInt8Plan::backward_data", qg, qw, dx);
+  backward_data_parts(qg, qw, parts_);
+  int8_epilogue(parts_, pg, pw, dx);
+}
+
+// --- Linear layers -----------------------------------------------------------------------
+
+namespace {
+
+void check_linear(const char* who, int64_t batch, int64_t in, int64_t out, int64_t k, const void* a,
+                  const void* w, const void* y) {
+  if (batch <= 0 || in <= 0 || out <= 0)
+    throw std::invalid_argument(fmt::format(
+        "{}: sizes batch = {}, in = {}, out = {} must be positive", who, batch, in, out));
+  if (k > kMaxInt8GemmK)
+    throw std::invalid_argument(fmt::format(
+        "{}: reduction length {} above {}: the int32 sums could overflow", who, k, kMaxInt8GemmK));
+  check_ptrs(who, a, w, y);
+}
+
+// sum_a[b] = sum of row b of a [batch, k]; sum_w[c] and n for the linear parts.
+void row_sums(const uint8_t* a, int64_t rows, int64_t k, int32_t* out) {
+#pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t i = 0; i < k; ++i) s += a[r * k + i];
+    out[r] = s;
+  }
+}
+
+}  // namespace
+
+void linear_u8_forward_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
+                           const uint8_t* qw, QParams pw, float* y) {
+  check_linear("linear_u8_forward_ref", batch, in, out, in, qx, qw, y);
+  Int8Parts parts;
+  parts.resize(batch, out, 1);
+  parts.n[0] = static_cast<int32_t>(in);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t o = 0; o < out; ++o) {
+      int32_t acc = 0, sa = 0, sw = 0;
+      for (int64_t i = 0; i < in; ++i) {
+        const int32_t a = qx[b * in + i], wv = qw[o * in + i];
+        acc += a * wv;
+        sa += a;
+        sw += wv;
+      }
+      parts.acc[b * out + o] = acc;
+      parts.sum_a[b] = sa;
+      parts.sum_w[o] = sw;
+    }
+  int8_epilogue(parts, px, pw, y);
+}
+
+void linear_u8_forward(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
+                       const uint8_t* qw, QParams pw, float* y) {
+  check_linear("linear_u8_forward", batch, in, out, in, qx, qw, y);
+  Int8Parts parts;
+  parts.resize(batch, out, 1);
+  parts.n[0] = static_cast<int32_t>(in);
+  // B = w^T as s8 codes q_w - 128 with zero point -128: the GEMM sums q_x q_w exactly.
+  std::vector<int8_t> wt(static_cast<size_t>(in * out));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i)
+      wt[i * out + o] = static_cast<int8_t>(static_cast<int32_t>(qw[o * in + i]) - 128);
+  gemm_u8s8s32(batch, out, in, qx, in, 0, wt.data(), out, -128, parts.acc.data(), out);
+  row_sums(qx, batch, in, parts.sum_a.data());
+  row_sums(qw, out, in, parts.sum_w.data());
+  int8_epilogue(parts, px, pw, y);
+}
+
+void linear_u8_backward_data_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qg,
+                                 QParams pg, const uint8_t* qw, QParams pw, float* dx) {
+  check_linear("linear_u8_backward_data_ref", batch, in, out, out, qg, qw, dx);
+  Int8Parts parts;
+  parts.resize(batch, in, 1);
+  parts.n[0] = static_cast<int32_t>(out);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < in; ++i) {
+      int32_t acc = 0, sa = 0, sw = 0;
+      for (int64_t o = 0; o < out; ++o) {
+        const int32_t g = qg[b * out + o], wv = qw[o * in + i];
+        acc += g * wv;
+        sa += g;
+        sw += wv;
+      }
+      parts.acc[b * in + i] = acc;
+      parts.sum_a[b] = sa;
+      parts.sum_w[i] = sw;
+    }
+  int8_epilogue(parts, pg, pw, dx);
+}
+
+void linear_u8_backward_data(int64_t batch, int64_t in, int64_t out, const uint8_t* qg, QParams pg,
+                             const uint8_t* qw, QParams pw, float* dx) {
+  check_linear("linear_u8_backward_data", batch, in, out, out, qg, qw, dx);
+  Int8Parts parts;
+  parts.resize(batch, in, 1);
+  parts.n[0] = static_cast<int32_t>(out);
+  std::vector<int8_t> ws(static_cast<size_t>(in * out));
+  to_s8(qw, in * out, ws.data());
+  gemm_u8s8s32(batch, in, out, qg, out, 0, ws.data(), in, -128, parts.acc.data(), in);
+  row_sums(qg, batch, out, parts.sum_a.data());
+  std::fill(parts.sum_w.begin(), parts.sum_w.end(), 0);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) parts.sum_w[i] += qw[o * in + i];
+  int8_epilogue(parts, pg, pw, dx);
+}
+
+}  // namespace spush::kernels

@@ -1,0 +1,241 @@
+// Affine 8-bit quantization (kernels/include/spush/kernels/quantize.h). Built with
+// -ffp-contract=off (kernels/CMakeLists.txt): every fp32 operation is rounded on its own, as the
+// header specifies, whatever the target ISA.
+#include "spush/kernels/quantize.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+namespace spush::kernels {
+namespace {
+
+constexpr int64_t kParallelMin = int64_t{1} << 17;  // elements below which one thread runs
+constexpr int kLanes = 16;                          // minmax: independent accumulators
+constexpr int kChunk = 256;  // stochastic rounding: stream elements per block of uniforms
+
+// The clamp of the header: NaN -> 0, then [0, 255].
+inline float clamp_t(float t) {
+  const float a = t > 0.0f ? t : 0.0f;
+  return a < 255.0f ? a : 255.0f;
+}
+
+// Round to nearest, ties to even, for 0 <= t <= 255: adding 2^23 leaves no fraction bits, so
+// the addition rounds (in the default rounding mode, which spush never changes) to the nearest
+// integer with ties to even, and the subtraction is exact.
+inline float round_even(float t) {
+  constexpr float kMagic = 8388608.0f;
+  return (t + kMagic) - kMagic;
+}
+
+[[noreturn]] void throw_nonfinite(const char* fn, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      throw std::invalid_argument(fmt::format("{}: element {} is {}", fn, i, x[i]));
+  throw std::logic_error(fmt::format("{}: no non-finite element found", fn));
+}
+
+// minmax of x[0, n) (n >= 1) with a finiteness flag, in kLanes independent lanes so that the
+// compiler can vectorize it. NaN fails the `ok` test; +-inf fail `fabs <= max`.
+Range minmax_unchecked(const char* fn, const float* x, int64_t n) {
+  float lo[kLanes], hi[kLanes];
+  int ok[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    lo[l] = x[0];
+    hi[l] = x[0];
+    ok[l] = 1;
+  }
+  const int64_t nb = n / kLanes * kLanes;
+  for (int64_t i = 0; i < nb; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float v = x[i + l];
+      lo[l] = v < lo[l] ? v : lo[l];
+      hi[l] = v > hi[l] ? v : hi[l];
+      ok[l] &= std::fabs(v) <= std::numeric_limits<float>::max() ? 1 : 0;
+    }
+  }
+  for (int64_t i = nb; i < n; ++i) {
+    const float v = x[i];
+    lo[0] = v < lo[0] ? v : lo[0];
+    hi[0] = v > hi[0] ? v : hi[0];
+    ok[0] &= std::fabs(v) <= std::numeric_limits<float>::max() ? 1 : 0;
+  }
+  Range r{lo[0], hi[0]};
+  int all = ok[0];
+  for (int l = 1; l < kLanes; ++l) {
+    r.lo = std::min(r.lo, lo[l]);
+    r.hi = std::max(r.hi, hi[l]);
+    all &= ok[l];
+  }
+  if (!all || !std::isfinite(x[0])) throw_nonfinite(fn, x, n);
+  return r;
+}
+
+// The uniforms of stream elements 4 g0 .. 4 g0 + kChunk - 1: philox4x32_10 of the counters
+// {g, g >> 32, it, node} for g = g0 .. g0 + kChunk / 4 - 1, written lane by lane so that the
+// compiler can vectorize across groups (the same arithmetic as philox.h).
+void philox_chunk(uint64_t g0, uint32_t it, uint32_t node, uint32_t k0, uint32_t k1, float* u) {
+  constexpr int kG = kChunk / 4;
+  uint32_t v0[kG], v1[kG], v2[kG], v3[kG];
+  for (int l = 0; l < kG; ++l) {
+    const uint64_t g = g0 + static_cast<uint64_t>(l);
+    v0[l] = static_cast<uint32_t>(g);
+    v1[l] = static_cast<uint32_t>(g >> 32);
+    v2[l] = it;
+    v3[l] = node;
+  }
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  uint32_t a = k0, b = k1;
+  for (int r = 0; r < 10; ++r) {
+    for (int l = 0; l < kG; ++l) {
+      const uint64_t p0 = static_cast<uint64_t>(kM0) * v0[l];
+      const uint64_t p1 = static_cast<uint64_t>(kM1) * v2[l];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ v1[l] ^ a;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ v3[l] ^ b;
+      v1[l] = static_cast<uint32_t>(p1);
+      v3[l] = static_cast<uint32_t>(p0);
+      v0[l] = n0;
+      v2[l] = n2;
+    }
+    a += kW0;
+    b += kW1;
+  }
+  constexpr float kTwoM24 = 1.0f / 16777216.0f;
+  for (int l = 0; l < kG; ++l) {
+    u[4 * l + 0] = static_cast<float>(v0[l] >> 8) * kTwoM24;
+    u[4 * l + 1] = static_cast<float>(v1[l] >> 8) * kTwoM24;
+    u[4 * l + 2] = static_cast<float>(v2[l] >> 8) * kTwoM24;
+    u[4 * l + 3] = static_cast<float>(v3[l] >> 8) * kTwoM24;
+  }
+}
+
+}  // namespace
+
+QParams qparams(float lo, float hi) {
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    throw std::invalid_argument(fmt::format("qparams: the range [{}, {}] is not finite", lo, hi));
+  if (lo > hi)
+    throw std::invalid_argument(fmt::format("qparams: lo = {} is above hi = {}", lo, hi));
+  const float width = hi - lo;
+  if (!std::isfinite(width))
+    throw std::invalid_argument(
+        fmt::format("qparams: the width of [{}, {}] overflows fp32", lo, hi));
+  return QParams{lo, width / 255.0f};
+}
+
+Range minmax(const float* x, int64_t n) {
+  if (n <= 0 || x == nullptr)
+    throw std::invalid_argument(fmt::format("minmax: empty or null input (n = {})", n));
+  if (n <= kParallelMin) return minmax_unchecked("minmax", x, n);
+  const int64_t chunk = kParallelMin;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  std::vector<Range> part(static_cast<size_t>(nchunks));
+  std::vector<int64_t> bad(static_cast<size_t>(nchunks), -1);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t b = c * chunk, len = std::min(chunk, n - b);
+    try {
+      part[c] = minmax_unchecked("minmax", x + b, len);
+    } catch (const std::invalid_argument&) {
+      bad[c] = b;
+    }
+  }
+  for (int64_t c = 0; c < nchunks; ++c)
+    if (bad[c] >= 0) throw_nonfinite("minmax", x, n);
+  Range r = part[0];
+  for (const Range& p : part) {
+    r.lo = std::min(r.lo, p.lo);
+    r.hi = std::max(r.hi, p.hi);
+  }
+  return r;
+}
+
+Range minmax_batch_mean(const float* x, int64_t batch, int64_t per_sample) {
+  if (batch <= 0 || per_sample <= 0 || x == nullptr)
+    throw std::invalid_argument(fmt::format(
+        "minmax_batch_mean: empty or null input (batch = {}, per_sample = {})", batch, per_sample));
+  std::vector<Range> r(static_cast<size_t>(batch));
+  std::vector<int64_t> bad(static_cast<size_t>(batch), 0);
+#pragma omp parallel for schedule(static) if (batch * per_sample > kParallelMin)
+  for (int64_t b = 0; b < batch; ++b) {
+    try {
+      r[b] = minmax_unchecked("minmax_batch_mean", x + b * per_sample, per_sample);
+    } catch (const std::invalid_argument&) {
+      bad[b] = 1;
+    }
+  }
+  for (int64_t b = 0; b < batch; ++b)
+    if (bad[b]) throw_nonfinite("minmax_batch_mean", x, batch * per_sample);
+  double lo = 0.0, hi = 0.0;
+  for (const Range& s : r) {
+    lo += s.lo;
+    hi += s.hi;
+  }
+  return Range{static_cast<float>(lo / static_cast<double>(batch)),
+               static_cast<float>(hi / static_cast<double>(batch))};
+}
+
+void quantize_u8(const float* x, int64_t n, QParams p, Rounding r, StochasticKey key, uint8_t* q) {
+  if (n < 0) throw std::invalid_argument(fmt::format("quantize_u8: n = {} is negative", n));
+  if (n == 0) return;
+  if (x == nullptr || q == nullptr) throw std::invalid_argument("quantize_u8: null buffer");
+  if (!(p.scale >= 0.0f) || !std::isfinite(p.scale) || !std::isfinite(p.lo))
+    throw std::invalid_argument(
+        fmt::format("quantize_u8: invalid parameters lo = {}, scale = {}", p.lo, p.scale));
+  if (p.scale == 0.0f) {  // degenerate range: everything is lo
+    std::memset(q, 0, static_cast<size_t>(n));
+    return;
+  }
+  const float lo = p.lo, scale = p.scale;
+  if (r == Rounding::kNearestEven) {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      const float t = clamp_t((x[i] - lo) / scale);
+      q[i] = static_cast<uint8_t>(static_cast<int32_t>(round_even(t)));
+    }
+    return;
+  }
+  // Stochastic: stream elements in chunks of kChunk (aligned in the stream, so the first and
+  // last chunk of a call may be partial); per chunk the kChunk / 4 Philox calls run lane by lane
+  // (vectorizable), then the rounding loop.
+  const uint64_t e0 = key.offset, e1 = key.offset + static_cast<uint64_t>(n);
+  const int64_t c0 = static_cast<int64_t>(e0 / kChunk);
+  const int64_t c1 = static_cast<int64_t>((e1 - 1) / kChunk) + 1;
+  const uint32_t k0 = static_cast<uint32_t>(key.seed) ^ static_cast<uint32_t>(key.iteration >> 32);
+  const uint32_t k1 = static_cast<uint32_t>(key.seed >> 32);
+  const uint32_t it = static_cast<uint32_t>(key.iteration);
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t c = c0; c < c1; ++c) {
+    float u[kChunk];
+    philox_chunk(static_cast<uint64_t>(c) * (kChunk / 4), it, key.node, k0, k1, u);
+    const uint64_t cb = static_cast<uint64_t>(c) * kChunk;
+    const uint64_t b = std::max(cb, e0), e = std::min(cb + kChunk, e1);
+    const float* xc = x + (b - e0);
+    uint8_t* qc = q + (b - e0);
+    const float* uc = u + (b - cb);
+    const int64_t len = static_cast<int64_t>(e - b);
+    for (int64_t i = 0; i < len; ++i) {
+      const float t = clamp_t((xc[i] - lo) / scale);
+      const int32_t fi = static_cast<int32_t>(t);  // floor: t >= 0
+      const float f = static_cast<float>(fi);
+      qc[i] = static_cast<uint8_t>(fi + (uc[i] < t - f ? 1 : 0));
+    }
+  }
+}
+
+void dequantize_u8(const uint8_t* q, int64_t n, QParams p, float* x) {
+  if (n < 0) throw std::invalid_argument(fmt::format("dequantize_u8: n = {} is negative", n));
+  if (n == 0) return;
+  if (x == nullptr || q == nullptr) throw std::invalid_argument("dequantize_u8: null buffer");
+  const float lo = p.lo, scale = p.scale;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] = scale * static_cast<float>(q[i]) + lo;
+}
+
+}  // namespace spush::kernels

@@ -1,0 +1,359 @@
+// The 8-bit convolution and linear ops (kernels/include/spush/kernels/conv_int8.h): the fast
+// paths (oneDNN when built with it on a VNNI / AMX CPU) against the reference, bit for bit, for
+// the integer parts and the fp32 outputs, on ResNet-20's shapes, odd shapes, batch 1, padding
+// 0 / 1 / 2, non-square kernels and strides, and extreme codes; and the reference against an
+// fp64 evaluation of the definition on the dequantized operands.
+#include "spush/kernels/conv_int8.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace spush::kernels {
+namespace {
+
+enum class Fill { kRandom, kZero, kMax, kHigh, kLow };
+
+std::vector<uint8_t> codes(int64_t n, Fill f, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> all(0, 255), high(200, 255), low(0, 20);
+  std::vector<uint8_t> q(static_cast<size_t>(n));
+  for (auto& v : q) {
+    switch (f) {
+      case Fill::kRandom:
+        v = static_cast<uint8_t>(all(rng));
+        break;
+      case Fill::kZero:
+        v = 0;
+        break;
+      case Fill::kMax:
+        v = 255;
+        break;
+      case Fill::kHigh:
+        v = static_cast<uint8_t>(high(rng));
+        break;
+      case Fill::kLow:
+        v = static_cast<uint8_t>(low(rng));
+        break;
+    }
+  }
+  return q;
+}
+
+ConvShape shape(int64_t b, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t kh, int64_t kw,
+                int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  ConvShape s;
+  s.batch = b;
+  s.cin = cin;
+  s.h = h;
+  s.w = w;
+  s.cout = cout;
+  s.kh = kh;
+  s.kw = kw;
+  s.sh = sh;
+  s.sw = sw;
+  s.ph = ph;
+  s.pw = pw;
+  return s;
+}
+
+// ResNet-20's convolutions (batch 2), the first layers of the MNIST and CIFAR nets, and odd
+// shapes: batch 1, padding 0 / 1 / 2, non-square inputs, kernels and strides, 1x1 kernels with
+// padding (border outputs without any tap), strides that leave input rows unread.
+std::vector<ConvShape> shapes() {
+  return {
+      shape(2, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),   // ResNet-20 conv1
+      shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // stage 1
+      shape(2, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1),  // stage 2 transition
+      shape(2, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0),  // its 1x1 shortcut
+      shape(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  // stage 2
+      shape(2, 32, 16, 16, 64, 3, 3, 2, 2, 1, 1),  // stage 3 transition
+      shape(2, 32, 16, 16, 64, 1, 1, 2, 2, 0, 0),
+      shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),   // stage 3
+      shape(2, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1),  // cin = 1, 28x28
+      shape(1, 1, 28, 28, 8, 5, 5, 1, 1, 2, 2),
+      shape(1, 5, 7, 9, 3, 3, 2, 2, 1, 1, 0),
+      shape(1, 3, 5, 5, 4, 5, 5, 1, 1, 2, 2),
+      shape(3, 7, 13, 11, 5, 3, 3, 3, 3, 0, 0),
+      shape(1, 4, 6, 6, 2, 1, 1, 1, 1, 1, 1),
+      shape(1, 4, 9, 9, 4, 3, 3, 2, 2, 2, 2),
+      shape(1, 3, 1, 1, 2, 3, 3, 1, 1, 1, 1),
+      shape(2, 6, 10, 7, 3, 3, 1, 1, 2, 1, 0),
+      shape(1, 2, 8, 8, 3, 2, 2, 2, 2, 0, 0),
+      shape(1, 17, 15, 15, 9, 3, 3, 2, 2, 1, 1),
+  };
+}
+
+// The definition in fp64 on x_hat = s q + lo (exact in fp64); sets mag[e] to the sum over the
+// taps of |x_hat w_hat| with x_hat and w_hat replaced by |s q| + |lo| (the fp32 rounding bound).
+void forward_fp64(const ConvShape& s, const std::vector<uint8_t>& qx, QParams px,
+                  const std::vector<uint8_t>& qw, QParams pw, std::vector<double>& y,
+                  std::vector<double>& mag) {
+  const int64_t oh = s.oh(), ow = s.ow();
+  y.assign(static_cast<size_t>(s.y_size()), 0.0);
+  mag.assign(y.size(), 0.0);
+  auto val = [](QParams p, uint8_t q) { return double{p.scale} * q + double{p.lo}; };
+  auto bnd = [](QParams p, uint8_t q) { return double{p.scale} * q + std::fabs(double{p.lo}); };
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t co = 0; co < s.cout; ++co)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          double acc = 0, m = 0;
+          for (int64_t ci = 0; ci < s.cin; ++ci)
+            for (int64_t r = 0; r < s.kh; ++r)
+              for (int64_t q = 0; q < s.kw; ++q) {
+                const int64_t yy = i * s.sh - s.ph + r, xx = j * s.sw - s.pw + q;
+                if (yy < 0 || yy >= s.h || xx < 0 || xx >= s.w) continue;
+                const uint8_t a = qx[((b * s.cin + ci) * s.h + yy) * s.w + xx];
+                const uint8_t wv = qw[((co * s.cin + ci) * s.kh + r) * s.kw + q];
+                acc += val(px, a) * val(pw, wv);
+                m += bnd(px, a) * bnd(pw, wv);
+              }
+          const size_t e = static_cast<size_t>(((b * s.cout + co) * oh + i) * ow + j);
+          y[e] = acc;
+          mag[e] = m;
+        }
+}
+
+void backward_fp64(const ConvShape& s, const std::vector<uint8_t>& qg, QParams pg,
+                   const std::vector<uint8_t>& qw, QParams pw, std::vector<double>& dx,
+                   std::vector<double>& mag) {
+  const int64_t oh = s.oh(), ow = s.ow();
+  dx.assign(static_cast<size_t>(s.x_size()), 0.0);
+  mag.assign(dx.size(), 0.0);
+  auto val = [](QParams p, uint8_t q) { return double{p.scale} * q + double{p.lo}; };
+  auto bnd = [](QParams p, uint8_t q) { return double{p.scale} * q + std::fabs(double{p.lo}); };
+  // Scatter form of the transposed convolution (a different loop order from the reference).
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t co = 0; co < s.cout; ++co)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          const uint8_t g = qg[((b * s.cout + co) * oh + i) * ow + j];
+          for (int64_t ci = 0; ci < s.cin; ++ci)
+            for (int64_t r = 0; r < s.kh; ++r)
+              for (int64_t q = 0; q < s.kw; ++q) {
+                const int64_t yy = i * s.sh - s.ph + r, xx = j * s.sw - s.pw + q;
+                if (yy < 0 || yy >= s.h || xx < 0 || xx >= s.w) continue;
+                const uint8_t wv = qw[((co * s.cin + ci) * s.kh + r) * s.kw + q];
+                const size_t e = static_cast<size_t>(((b * s.cin + ci) * s.h + yy) * s.w + xx);
+                dx[e] += val(pg, g) * val(pw, wv);
+                mag[e] += bnd(pg, g) * bnd(pw, wv);
+              }
+        }
+}
+
+// |y - y64| <= 2^-23 |y64| + 2^-40 mag: one fp32 rounding of the result (2^-24, doubled for
+// slack), plus the fp64 errors of the epilogue and of the fp64 sum (each well below 2^-45 mag
+// for these reduction lengths).
+int64_t count_outside(const std::vector<float>& y, const std::vector<double>& want,
+                      const std::vector<double>& mag) {
+  int64_t bad = 0;
+  for (size_t e = 0; e < y.size(); ++e) {
+    const double tol = std::ldexp(std::fabs(want[e]), -23) + std::ldexp(mag[e], -40);
+    if (!(std::fabs(double{y[e]} - want[e]) <= tol)) {
+      if (bad < 5)
+        ADD_FAILURE() << "element " << e << ": " << y[e] << " vs fp64 " << want[e] << " (tol "
+                      << tol << ")";
+      ++bad;
+    }
+  }
+  return bad;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+const QParams kX = qparams(-0.5f, 2.0f), kW = qparams(-0.3f, 0.25f),
+              kG = qparams(-1.1e-3f, 0.9e-3f);
+
+void check_forward(const ConvShape& s, Fill fx, Fill fw, uint64_t seed, bool fp64) {
+  SCOPED_TRACE("forward " + s.str() + " fill " + std::to_string(static_cast<int>(fx)) + "/" +
+               std::to_string(static_cast<int>(fw)));
+  const std::vector<uint8_t> qx = codes(s.x_size(), fx, seed), qw = codes(s.w_size(), fw, seed + 1);
+  Int8Parts ref, fast;
+  conv_u8_forward_parts_ref(s, qx.data(), qw.data(), ref);
+  ConvInt8Plan plan(s);
+  plan.forward_parts(qx.data(), qw.data(), fast);
+  EXPECT_TRUE(ref.acc == fast.acc) << "acc differs";
+  EXPECT_TRUE(ref.sum_a == fast.sum_a) << "sum_a differs";
+  EXPECT_TRUE(ref.sum_w == fast.sum_w) << "sum_w differs";
+  EXPECT_TRUE(ref.n == fast.n) << "n differs";
+  std::vector<float> yr(static_cast<size_t>(s.y_size())), yf(yr.size(), -1.0f);
+  conv_u8_forward_ref(s, qx.data(), kX, qw.data(), kW, yr.data());
+  plan.forward(qx.data(), kX, qw.data(), kW, yf.data());
+  EXPECT_TRUE(same_bits(yr, yf)) << "fp32 outputs differ";
+  if (fp64) {
+    std::vector<double> want, mag;
+    forward_fp64(s, qx, kX, qw, kW, want, mag);
+    EXPECT_EQ(count_outside(yr, want, mag), 0);
+  }
+}
+
+void check_backward(const ConvShape& s, Fill fg, Fill fw, uint64_t seed, bool fp64) {
+  SCOPED_TRACE("backward-data " + s.str() + " fill " + std::to_string(static_cast<int>(fg)) + "/" +
+               std::to_string(static_cast<int>(fw)));
+  const std::vector<uint8_t> qg = codes(s.y_size(), fg, seed), qw = codes(s.w_size(), fw, seed + 1);
+  Int8Parts ref, fast;
+  conv_u8_backward_data_parts_ref(s, qg.data(), qw.data(), ref);
+  ConvInt8Plan plan(s);
+  plan.backward_data_parts(qg.data(), qw.data(), fast);
+  EXPECT_TRUE(ref.acc == fast.acc) << "acc differs";
+  EXPECT_TRUE(ref.sum_a == fast.sum_a) << "sum_a differs";
+  EXPECT_TRUE(ref.sum_w == fast.sum_w) << "sum_w differs";
+  EXPECT_TRUE(ref.n == fast.n) << "n differs";
+  std::vector<float> dr(static_cast<size_t>(s.x_size())), df(dr.size(), -1.0f);
+  conv_u8_backward_data_ref(s, qg.data(), kG, qw.data(), kW, dr.data());
+  plan.backward_data(qg.data(), kG, qw.data(), kW, df.data());
+  EXPECT_TRUE(same_bits(dr, df)) << "fp32 outputs differ";
+  if (fp64) {
+    std::vector<double> want, mag;
+    backward_fp64(s, qg, kG, qw, kW, want, mag);
+    EXPECT_EQ(count_outside(dr, want, mag), 0);
+  }
+}
+
+TEST(ConvInt8, Path) {
+  std::cout << "ConvInt8Plan::path(): " << ConvInt8Plan::path() << "\n";
+  ConvInt8Plan plan(shapes()[1]);
+  const ConvShape s = plan.shape();
+  const std::vector<uint8_t> q = codes(s.x_size(), Fill::kRandom, 1),
+                             w = codes(s.w_size(), Fill::kRandom, 2);
+  std::vector<float> y(static_cast<size_t>(s.y_size())), dx(static_cast<size_t>(s.x_size()));
+  plan.forward(q.data(), kX, w.data(), kW, y.data());
+  const std::vector<uint8_t> g = codes(s.y_size(), Fill::kRandom, 3);
+  plan.backward_data(g.data(), kG, w.data(), kW, dx.data());
+  std::cout << "impl: " << plan.impl_info() << "\n";
+}
+
+TEST(ConvInt8, ForwardMatchesReferenceAndFp64) {
+  uint64_t seed = 100;
+  for (const ConvShape& s : shapes())
+    check_forward(s, Fill::kRandom, Fill::kRandom, seed += 2, true);
+}
+
+TEST(ConvInt8, BackwardDataMatchesReferenceAndFp64) {
+  uint64_t seed = 200;
+  for (const ConvShape& s : shapes())
+    check_backward(s, Fill::kRandom, Fill::kRandom, seed += 2, true);
+}
+
+// All 0, all 255, and skewed codes whose raw products q_x (q_w - 128) reach the largest
+// magnitudes (about 2^24 for cin = 64, 3x3; odd values, which fp32 could not hold).
+TEST(ConvInt8, ExtremeCodes) {
+  const std::vector<ConvShape> ext{shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),
+                                   shape(1, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1),
+                                   shape(1, 512, 6, 6, 16, 3, 3, 1, 1, 1, 1)};
+  for (const ConvShape& s : ext)
+    for (auto [fx, fw] : {std::pair{Fill::kZero, Fill::kZero}, std::pair{Fill::kMax, Fill::kMax},
+                          std::pair{Fill::kMax, Fill::kZero}, std::pair{Fill::kZero, Fill::kMax},
+                          std::pair{Fill::kHigh, Fill::kLow}, std::pair{Fill::kHigh, Fill::kHigh},
+                          std::pair{Fill::kLow, Fill::kHigh}}) {
+      check_forward(s, fx, fw, 7, s.cin <= 64);
+      check_backward(s, fx, fw, 9, s.cin <= 64);
+    }
+}
+
+TEST(ConvInt8, RandomShapes) {
+  std::mt19937_64 rng(77);
+  auto u = [&](int lo, int hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int t = 0; t < 30; ++t) {
+    ConvShape s = shape(u(1, 3), u(1, 12), u(1, 14), u(1, 14), u(1, 12), u(1, 5), u(1, 5), u(1, 3),
+                        u(1, 3), u(0, 2), u(0, 2));
+    if (s.h + 2 * s.ph < s.kh || s.w + 2 * s.pw < s.kw) continue;
+    check_forward(s, Fill::kRandom, Fill::kRandom, 1000 + t, true);
+    check_backward(s, Fill::kRandom, Fill::kRandom, 2000 + t, true);
+  }
+}
+
+// One plan, several calls with other operands: the cached primitives and scratch are reused.
+TEST(ConvInt8, PlanReuse) {
+  const ConvShape s = shape(4, 16, 16, 16, 32, 3, 3, 2, 2, 1, 1);
+  ConvInt8Plan plan(s);
+  for (uint64_t seed = 0; seed < 3; ++seed) {
+    const std::vector<uint8_t> qx = codes(s.x_size(), Fill::kRandom, 10 + seed),
+                               qw = codes(s.w_size(), Fill::kRandom, 20 + seed),
+                               qg = codes(s.y_size(), Fill::kRandom, 30 + seed);
+    std::vector<float> yr(static_cast<size_t>(s.y_size())), yf(yr.size());
+    conv_u8_forward_ref(s, qx.data(), kX, qw.data(), kW, yr.data());
+    plan.forward(qx.data(), kX, qw.data(), kW, yf.data());
+    EXPECT_TRUE(same_bits(yr, yf));
+    std::vector<float> dr(static_cast<size_t>(s.x_size())), df(dr.size());
+    conv_u8_backward_data_ref(s, qg.data(), kG, qw.data(), kW, dr.data());
+    plan.backward_data(qg.data(), kG, qw.data(), kW, df.data());
+    EXPECT_TRUE(same_bits(dr, df));
+  }
+}
+
+TEST(ConvInt8, Refusals) {
+  const ConvShape big_fwd = shape(1, 4096, 4, 4, 2, 3, 3, 1, 1, 1, 1);  // k = 36,864
+  std::vector<uint8_t> q(static_cast<size_t>(big_fwd.x_size())),
+      w(static_cast<size_t>(big_fwd.w_size()));
+  std::vector<float> y(static_cast<size_t>(big_fwd.y_size()));
+  EXPECT_THROW(conv_u8_forward_ref(big_fwd, q.data(), kX, w.data(), kW, y.data()),
+               std::invalid_argument);
+  ConvInt8Plan p1(big_fwd);
+  EXPECT_THROW(p1.forward(q.data(), kX, w.data(), kW, y.data()), std::invalid_argument);
+  const ConvShape big_bwd = shape(1, 2, 4, 4, 4096, 3, 3, 1, 1, 1, 1);
+  ConvInt8Plan p2(big_bwd);
+  std::vector<uint8_t> g(static_cast<size_t>(big_bwd.y_size())),
+      w2(static_cast<size_t>(big_bwd.w_size()));
+  std::vector<float> dx(static_cast<size_t>(big_bwd.x_size()));
+  EXPECT_THROW(p2.backward_data(g.data(), kG, w2.data(), kW, dx.data()), std::invalid_argument);
+  EXPECT_THROW(ConvInt8Plan(shape(1, 1, 2, 2, 1, 3, 3, 1, 1, 0, 0)), std::invalid_argument);
+}
+
+TEST(ConvInt8, EpilogueOrder) {
+  const QParams a{-0.37f, 0.0123f}, w{0.25f, 1.0f / 3.0f};
+  const Int8EpilogueCoeffs k = int8_epilogue_coeffs(a, w);
+  EXPECT_EQ(k.a, double{a.scale} * double{w.scale});
+  const int32_t acc = 123456789, sa = -5, sw = 77777, n = 1234;
+  const double t0 = k.a * acc, t1 = k.b * sa, t2 = k.c * sw, t3 = k.d * n;
+  const double want = ((t0 + t1) + t2) + t3;
+  EXPECT_EQ(int8_epilogue(k, acc, sa, sw, n), static_cast<float>(want));
+}
+
+void check_linear(int64_t batch, int64_t in, int64_t out, Fill fa, Fill fw, uint64_t seed) {
+  SCOPED_TRACE("linear " + std::to_string(batch) + " x " + std::to_string(in) + " -> " +
+               std::to_string(out));
+  const std::vector<uint8_t> qx = codes(batch * in, fa, seed), qw = codes(out * in, fw, seed + 1),
+                             qg = codes(batch * out, fa, seed + 2);
+  std::vector<float> yr(static_cast<size_t>(batch * out)), yf(yr.size());
+  linear_u8_forward_ref(batch, in, out, qx.data(), kX, qw.data(), kW, yr.data());
+  linear_u8_forward(batch, in, out, qx.data(), kX, qw.data(), kW, yf.data());
+  EXPECT_TRUE(same_bits(yr, yf)) << "forward";
+  std::vector<float> dr(static_cast<size_t>(batch * in)), df(dr.size());
+  linear_u8_backward_data_ref(batch, in, out, qg.data(), kG, qw.data(), kW, dr.data());
+  linear_u8_backward_data(batch, in, out, qg.data(), kG, qw.data(), kW, df.data());
+  EXPECT_TRUE(same_bits(dr, df)) << "backward-data";
+  // The linear layer is the 1x1 convolution of a 1x1 image: its fp64 check.
+  const ConvShape s = shape(batch, in, 1, 1, out, 1, 1, 1, 1, 0, 0);
+  std::vector<double> want, mag;
+  forward_fp64(s, qx, kX, qw, kW, want, mag);
+  EXPECT_EQ(count_outside(yr, want, mag), 0);
+  backward_fp64(s, qg, kG, qw, kW, want, mag);
+  EXPECT_EQ(count_outside(dr, want, mag), 0);
+}
+
+TEST(LinearInt8, MatchesReferenceAndFp64) {
+  check_linear(32, 64, 10, Fill::kRandom, Fill::kRandom, 1);
+  check_linear(1, 7, 3, Fill::kRandom, Fill::kRandom, 2);
+  check_linear(5, 1000, 17, Fill::kRandom, Fill::kRandom, 3);
+  check_linear(3, 4000, 9, Fill::kHigh, Fill::kLow, 4);
+  check_linear(2, 33, 300, Fill::kMax, Fill::kMax, 5);
+  check_linear(2, 33, 300, Fill::kZero, Fill::kMax, 6);
+  std::vector<uint8_t> q(static_cast<size_t>(kMaxInt8GemmK + 1));
+  std::vector<float> y(1);
+  EXPECT_THROW(linear_u8_forward(1, kMaxInt8GemmK + 1, 1, q.data(), kX, q.data(), kW, y.data()),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace spush::kernels

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Prints Markdown tables of the last epoch of every spush-train run under a directory: one for
 the gossip algorithms and one for the centralized algorithms (uplink and downlink in the MV
-paper's bit convention, and SkewScout's final knob)."""
+paper's bit convention, and SkewScout's final knob). With --precision, one table of the gossip
+runs by model, algorithm, skew and precision, with the mean time per epoch."""
 import json
 import os
 import sys
 
-root = sys.argv[1] if len(sys.argv) > 1 else "runs/results"
+args = [a for a in sys.argv[1:] if a != "--precision"]
+by_precision = "--precision" in sys.argv[1:]
+root = args[0] if args else "runs/results"
 gossip, central = [], []
 for name in sorted(os.listdir(root)):
     d = os.path.join(root, name)
@@ -37,6 +40,14 @@ for name in sorted(os.listdir(root)):
             f"| {100 * m['test_acc_mean']:.2f}% | {100 * m['test_acc_min']:.2f}..{100 * m['test_acc_max']:.2f}% "
             f"| {up:.4g} | {down:.4g} | {m['compression_factor_paper']:.0f}x / {m['compression_factor_down_paper']:.0f}x "
             f"| {m['mb_per_node']:.2f} | {knob} |")
+    elif by_precision:
+        secs = sorted(r["epoch_seconds"] for r in rows)
+        gossip.append(
+            f"| {name} | {c['model']}-{c['norm']} | {c['algorithm']} | {c['skew']} "
+            f"| {c.get('precision', 'fp32')} | {100 * m['test_acc_mean']:.2f}% "
+            f"| {100 * m['test_acc_min']:.2f}..{100 * m['test_acc_max']:.2f}% "
+            f"| {100 * m['test_acc_avg_model']:.2f}% | {secs[len(secs) // 2]:.1f} "
+            f"| {m['images_per_sec']:.0f} |")
     else:
         density = c["density"] if c["algorithm"] != "sgp" else 1
         gossip.append(
@@ -45,7 +56,12 @@ for name in sorted(os.listdir(root)):
             f"| {100 * m['test_acc_avg_model']:.2f}% | {m['divergence']:.3g} | {m['mb_per_node']:.2f} "
             f"| {m['bytes_per_node_iter']:.0f} ({m['bytes_per_node_iter_paper']:.0f}) "
             f"| {m['compression_factor']:.1f}x |")
-if gossip:
+if gossip and by_precision:
+    print("| run | model | algorithm | skew | precision | mean node acc | min..max "
+          "| averaged-model acc | s/epoch (median) | images/s (last epoch) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(gossip))
+elif gossip:
     print("| run | algorithm | density | skew | norm | mean node acc | min..max | averaged-model acc "
           "| divergence | MB/node | bytes/node/iter (paper) | compression |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

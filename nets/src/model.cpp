@@ -9,8 +9,13 @@
 
 namespace spush::nets {
 
-Model::Model(std::string name, Shape3 input, int64_t num_classes, std::unique_ptr<Sequential> net)
-    : name_(std::move(name)), input_(input), classes_(num_classes), net_(std::move(net)) {
+Model::Model(std::string name, Shape3 input, int64_t num_classes, std::unique_ptr<Sequential> net,
+             std::shared_ptr<QuantContext> quant)
+    : name_(std::move(name)),
+      input_(input),
+      classes_(num_classes),
+      net_(std::move(net)),
+      quant_(std::move(quant)) {
   if (!net_) throw std::invalid_argument("Model '" + name_ + "': null network");
   const Shape3 out = net_->output_shape(input_);
   if (!(out == Shape3{classes_, 1, 1}))

@@ -16,6 +16,18 @@ struct Builder {
   const ModelSpec& spec;
   Norm norm;
   bool lenet;
+  std::shared_ptr<QuantContext> quant;  // null: fp32 layers
+
+  std::unique_ptr<Layer> conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
+                              bool bias) const {
+    const Conv2dSpec cs{in, out, k, k, stride, stride, pad, pad, bias};
+    if (quant) return std::make_unique<QConv2d>(cs, quant);
+    return std::make_unique<Conv2d>(cs);
+  }
+  std::unique_ptr<Layer> linear(int64_t in, int64_t out) const {
+    if (quant) return std::make_unique<QLinear>(in, out, true, quant);
+    return std::make_unique<Linear>(in, out);
+  }
 
   int64_t groups_for(int64_t channels) const {
     int64_t g;
@@ -79,19 +91,19 @@ int64_t resnet_depth(const std::string& name) {
 std::unique_ptr<Sequential> build_lenet5(const ModelSpec& spec, const Builder& b) {
   auto s = std::make_unique<Sequential>();
   const int64_t pad = spec.in_h == 28 && spec.in_w == 28 ? 2 : 0;
-  s->add("conv1", std::make_unique<Conv2d>(spec.in_c, 6, 5, 1, pad, true));
+  s->add("conv1", b.conv(spec.in_c, 6, 5, 1, pad, true));
   b.norm_act(*s, "1", 6, true);
   s->add("pool1", std::make_unique<MaxPool2d>(2));
-  s->add("conv2", std::make_unique<Conv2d>(6, 16, 5, 1, 0, true));
+  s->add("conv2", b.conv(6, 16, 5, 1, 0, true));
   b.norm_act(*s, "2", 16, true);
   s->add("pool2", std::make_unique<MaxPool2d>(2));
   s->add("flatten", std::make_unique<Flatten>());
   const int64_t flat = s->output_shape({spec.in_c, spec.in_h, spec.in_w}).numel();
-  s->add("fc1", std::make_unique<Linear>(flat, 120));
+  s->add("fc1", b.linear(flat, 120));
   s->add("relu3", std::make_unique<ReLU>());
-  s->add("fc2", std::make_unique<Linear>(120, 84));
+  s->add("fc2", b.linear(120, 84));
   s->add("relu4", std::make_unique<ReLU>());
-  s->add("fc3", std::make_unique<Linear>(84, spec.num_classes));
+  s->add("fc3", b.linear(84, spec.num_classes));
   return s;
 }
 
@@ -100,7 +112,7 @@ std::unique_ptr<Sequential> build_resnet(const ModelSpec& spec, const Builder& b
   const bool option_b = spec.shortcut == "conv1x1";
   const bool relu = b.norm != Norm::kEvo;
   auto s = std::make_unique<Sequential>();
-  s->add("conv1", std::make_unique<Conv2d>(spec.in_c, 16, 3, 1, 1, false));
+  s->add("conv1", b.conv(spec.in_c, 16, 3, 1, 1, false));
   b.norm_act(*s, "1", 16, true);
   int64_t in_planes = 16;
   const int64_t planes_of[3] = {16, 32, 64};
@@ -109,14 +121,14 @@ std::unique_ptr<Sequential> build_resnet(const ModelSpec& spec, const Builder& b
     for (int64_t i = 0; i < n; ++i) {
       const int64_t stride = (stage > 0 && i == 0) ? 2 : 1;
       auto main = std::make_unique<Sequential>();
-      main->add("conv1", std::make_unique<Conv2d>(in_planes, planes, 3, stride, 1, false));
+      main->add("conv1", b.conv(in_planes, planes, 3, stride, 1, false));
       b.norm_act(*main, "1", planes, true);
-      main->add("conv2", std::make_unique<Conv2d>(planes, planes, 3, 1, 1, false));
+      main->add("conv2", b.conv(planes, planes, 3, 1, 1, false));
       b.norm_act(*main, "2", planes, false);
       auto shortcut = std::make_unique<Sequential>();
       if (stride != 1 || in_planes != planes) {
         if (option_b) {
-          shortcut->add("conv", std::make_unique<Conv2d>(in_planes, planes, 1, stride, 0, false));
+          shortcut->add("conv", b.conv(in_planes, planes, 1, stride, 0, false));
           b.norm_act(*shortcut, "", planes, false);
         } else {
           shortcut->add("pad", std::make_unique<ZeroPadShortcut>(in_planes, planes, stride));
@@ -129,7 +141,7 @@ std::unique_ptr<Sequential> build_resnet(const ModelSpec& spec, const Builder& b
   }
   s->add("pool", std::make_unique<GlobalAvgPool>());
   s->add("flatten", std::make_unique<Flatten>());
-  s->add("fc", std::make_unique<Linear>(64, spec.num_classes));
+  s->add("fc", b.linear(64, spec.num_classes));
   return s;
 }
 
@@ -142,22 +154,22 @@ std::unique_ptr<Sequential> build_vgg11(const ModelSpec& spec, const Builder& b)
       s->add("pool" + std::to_string(++pool), std::make_unique<MaxPool2d>(2));
     } else {
       const std::string k = std::to_string(++conv);
-      s->add("conv" + k, std::make_unique<Conv2d>(in, v, 3, 1, 1, true));
+      s->add("conv" + k, b.conv(in, v, 3, 1, 1, true));
       b.norm_act(*s, k, v, true);
       in = v;
     }
   }
   s->add("flatten", std::make_unique<Flatten>());
   const int64_t flat = s->output_shape({spec.in_c, spec.in_h, spec.in_w}).numel();
-  s->add("fc1", std::make_unique<Linear>(flat, 512));
+  s->add("fc1", b.linear(flat, 512));
   s->add("relu_fc1", std::make_unique<ReLU>());
-  s->add("fc2", std::make_unique<Linear>(512, 512));
+  s->add("fc2", b.linear(512, 512));
   s->add("relu_fc2", std::make_unique<ReLU>());
-  s->add("fc3", std::make_unique<Linear>(512, spec.num_classes));
+  s->add("fc3", b.linear(512, spec.num_classes));
   return s;
 }
 
-std::unique_ptr<Sequential> build_mlp(const ModelSpec& spec) {
+std::unique_ptr<Sequential> build_mlp(const ModelSpec& spec, const Builder& b) {
   auto s = std::make_unique<Sequential>();
   s->add("flatten", std::make_unique<Flatten>());
   int64_t in = spec.in_c * spec.in_h * spec.in_w;
@@ -166,12 +178,11 @@ std::unique_ptr<Sequential> build_mlp(const ModelSpec& spec) {
     if (h <= 0)
       throw std::invalid_argument("make_model: mlp hidden size " + std::to_string(h) +
                                   " at position " + std::to_string(i) + " must be > 0");
-    s->add("fc" + std::to_string(i + 1), std::make_unique<Linear>(in, h));
+    s->add("fc" + std::to_string(i + 1), b.linear(in, h));
     s->add("relu" + std::to_string(i + 1), std::make_unique<ReLU>());
     in = h;
   }
-  s->add("fc" + std::to_string(spec.mlp_hidden.size() + 1),
-         std::make_unique<Linear>(in, spec.num_classes));
+  s->add("fc" + std::to_string(spec.mlp_hidden.size() + 1), b.linear(in, spec.num_classes));
   return s;
 }
 
@@ -211,7 +222,15 @@ std::unique_ptr<Model> make_model(const ModelSpec& spec) {
   if (spec.name == "mlp" && norm != Norm::kNone)
     throw std::invalid_argument("make_model: model 'mlp' takes no norm, got '" + norm_name +
                                 "' (accepted: none)");
-  const Builder b{spec, norm, spec.name == "lenet5"};
+  if (spec.precision != "fp32" && spec.precision != "int8")
+    throw std::invalid_argument("make_model: unknown precision '" + spec.precision +
+                                "' (accepted: fp32, int8)");
+  std::shared_ptr<QuantContext> quant;
+  if (spec.precision == "int8") {
+    quant = std::make_shared<QuantContext>();
+    quant->stochastic_activations = spec.stochastic_activations;
+  }
+  const Builder b{spec, norm, spec.name == "lenet5", quant};
   const Shape3 input{spec.in_c, spec.in_h, spec.in_w};
   try {
     std::unique_ptr<Sequential> net;
@@ -222,11 +241,12 @@ std::unique_ptr<Model> make_model(const ModelSpec& spec) {
     } else if (spec.name == "vgg11") {
       net = build_vgg11(spec, b);
     } else {
-      net = build_mlp(spec);
+      net = build_mlp(spec, b);
     }
     std::string full = spec.name;
     if (norm != Norm::kNone) full += "-" + norm_name;
-    return std::make_unique<Model>(full, input, spec.num_classes, std::move(net));
+    if (quant) full += "-int8";
+    return std::make_unique<Model>(full, input, spec.num_classes, std::move(net), quant);
   } catch (const std::invalid_argument& e) {
     const std::string msg = e.what();
     if (msg.rfind("make_model", 0) == 0) throw;

@@ -12,9 +12,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -27,12 +27,12 @@
 #include "spush/nets/loader.h"
 #include "spush/nets/model.h"
 #include "spush/nets/optim.h"
-#include "spush/runtime/skewscout.h"
 #include "spush/nets/partition.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/checkpoint.h"
 #include "spush/runtime/json_out.h"
 #include "spush/runtime/settings.h"
+#include "spush/runtime/skewscout.h"
 #include "spush/runtime/stop.h"
 #include "spush/runtime/topology.h"
 #include "spush/runtime/version.h"
@@ -107,9 +107,9 @@ struct Trainer::Impl {
   std::unique_ptr<SkewScout> scout;
   std::string scout_knob;
   std::vector<std::vector<int64_t>> scout_samples;
-  nlohmann::json scout_measured;  // null until measured this epoch
+  nlohmann::json scout_measured;           // null until measured this epoch
   std::vector<std::string> metrics_lines;  // metrics.jsonl, rewritten whole (atomically)
-  double elapsed_before = 0;  // training seconds of earlier invocations (resume)
+  double elapsed_before = 0;               // training seconds of earlier invocations (resume)
   bool resumed = false;
 
   Impl(TrainConfig c, Communicator& cm, std::ostream& l, std::ostream& p)
@@ -130,6 +130,8 @@ struct Trainer::Impl {
     s.in_w = train.w;
     s.num_classes = train.num_classes;
     s.shortcut = cfg.shortcut;
+    s.precision = cfg.precision;
+    s.stochastic_activations = cfg.int8_activations == "stochastic";
     return s;
   }
 
@@ -193,9 +195,10 @@ struct Trainer::Impl {
       parts = nets::partition_dirichlet(train.labels, train.num_classes, cfg.nodes, cfg.alpha,
                                         cfg.seed);
     else if (cfg.nodes > train.num_classes)
-      throw ConfigError(fmt::format("invalid setting nodes = {} with partition exclusive: expected "
-                                    "at most {} nodes (each node takes its own classes)",
-                                    cfg.nodes, train.num_classes));
+      throw ConfigError(
+          fmt::format("invalid setting nodes = {} with partition exclusive: expected "
+                      "at most {} nodes (each node takes its own classes)",
+                      cfg.nodes, train.num_classes));
     else
       parts = nets::partition_exclusive(train.labels, train.num_classes, cfg.nodes);
     iters_per_epoch = -1;
@@ -218,17 +221,23 @@ struct Trainer::Impl {
     loader = std::make_unique<nets::MultiNodeLoader>(train, mine, lo, first);
 
     if (cfg.augment_pad > std::min(train.h, train.w))
-      throw ConfigError(fmt::format("invalid setting augment-pad = {}: expected at most the image "
-                                    "size ({} x {})",
-                                    cfg.augment_pad, train.h, train.w));
+      throw ConfigError(
+          fmt::format("invalid setting augment-pad = {}: expected at most the image "
+                      "size ({} x {})",
+                      cfg.augment_pad, train.h, train.w));
     model = nets::make_model(model_spec());
+    if (nets::QuantContext* q = model->quant()) {  // 8-bit layers: streams keyed by global node
+      q->seed = cfg.seed;
+      q->first_node = first;
+    }
     // Before any per-node buffer: a node count the machine cannot hold is a clear error, not a
     // failed allocation. About a dozen rows of d floats per local node (model, gradients,
     // optimizer and gossip state, message tables).
-    check_memory("nodes", std::to_string(cfg.nodes),
-                 12.0 * 4.0 * static_cast<double>(nets::padded_ld(model->num_params())) * local +
-                     4.0 * static_cast<double>(cfg.batch) * local * static_cast<double>(train.sample_size()),
-                 fmt::format("{} nodes of {} parameters in this process", local, model->num_params()));
+    check_memory(
+        "nodes", std::to_string(cfg.nodes),
+        12.0 * 4.0 * static_cast<double>(nets::padded_ld(model->num_params())) * local +
+            4.0 * static_cast<double>(cfg.batch) * local * static_cast<double>(train.sample_size()),
+        fmt::format("{} nodes of {} parameters in this process", local, model->num_params()));
     if (root) {
       avg_model = nets::make_model(model_spec());
       avg_model->set_nodes(1);
@@ -308,8 +317,8 @@ struct Trainer::Impl {
       std::vector<int64_t> ids = parts[i];
       std::mt19937_64 rng(cfg.seed * 1000003u + static_cast<uint64_t>(i) + 0x5c0u);
       std::shuffle(ids.begin(), ids.end(), rng);
-      ids.resize(static_cast<size_t>(std::min<int64_t>(cfg.skewscout_samples,
-                                                       static_cast<int64_t>(ids.size()))));
+      ids.resize(static_cast<size_t>(
+          std::min<int64_t>(cfg.skewscout_samples, static_cast<int64_t>(ids.size()))));
       scout_samples[i] = std::move(ids);
     }
   }
@@ -347,7 +356,8 @@ struct Trainer::Impl {
         const std::vector<int64_t>& ids = scout_samples[of[r]];
         for (int64_t q = 0; q < m; ++q) {
           // Shorter samples wrap around; only their own entries are counted below.
-          const int64_t id = ids[static_cast<size_t>((start + q) % static_cast<int64_t>(ids.size()))];
+          const int64_t id =
+              ids[static_cast<size_t>((start + q) % static_cast<int64_t>(ids.size()))];
           std::copy(train.image(id), train.image(id) + ss, eval_input.node(r) + q * ss);
           eval_labels[static_cast<size_t>(r * m + q)] = train.labels[static_cast<size_t>(id)];
         }
@@ -365,8 +375,7 @@ struct Trainer::Impl {
       }
       comm.poll();
     }
-    for (int r = 0; r < local; ++r)
-      correct[r] /= static_cast<double>(scout_samples[of[r]].size());
+    for (int r = 0; r < local; ++r) correct[r] /= static_cast<double>(scout_samples[of[r]].size());
     return correct;
   }
 
@@ -397,15 +406,14 @@ struct Trainer::Impl {
     // The travelling models: one model and its header per local node.
     const double model_bytes = 4.0 * static_cast<double>(model->num_params());
     CommStats& st = algo->stats_mutable();
-    st.bytes_actual += static_cast<uint64_t>(local) * (static_cast<uint64_t>(model_bytes) + sizeof(MessageHeader));
+    st.bytes_actual +=
+        static_cast<uint64_t>(local) * (static_cast<uint64_t>(model_bytes) + sizeof(MessageHeader));
     st.bytes_paper += local * model_bytes;
     st.messages += static_cast<uint64_t>(local);
-    scout_measured = {{"accuracy_loss", al},
-                      {"accuracy_loss_nodes", al_nodes},
-                      {"acc_home", home_mean},
-                      {"acc_remote", remote_mean},
-                      {"iteration", iteration},
-                      {"travel_bytes_per_node", model_bytes + sizeof(MessageHeader)}};
+    scout_measured = {
+        {"accuracy_loss", al},    {"accuracy_loss_nodes", al_nodes},
+        {"acc_home", home_mean},  {"acc_remote", remote_mean},
+        {"iteration", iteration}, {"travel_bytes_per_node", model_bytes + sizeof(MessageHeader)}};
   }
 
   void check_output_dir() {
@@ -434,15 +442,14 @@ struct Trainer::Impl {
            probe.parent_path() != probe)
       probe = probe.parent_path();
     if (!fs::is_directory(probe, ec))
-      throw ConfigError(fmt::format("invalid setting out = '{}': '{}' is not a directory",
-                                    cfg.out, probe.string()));
+      throw ConfigError(fmt::format("invalid setting out = '{}': '{}' is not a directory", cfg.out,
+                                    probe.string()));
     struct statvfs fsinfo {};
     if (::access(probe.c_str(), W_OK | X_OK) != 0 ||
         (::statvfs(probe.c_str(), &fsinfo) == 0 && (fsinfo.f_flag & ST_RDONLY)))
-      throw ConfigError(fmt::format("invalid setting out = '{}': cannot write in '{}' ({})",
-                                    cfg.out, probe.string(),
-                                    (fsinfo.f_flag & ST_RDONLY) ? "read-only file system"
-                                                                : std::strerror(errno)));
+      throw ConfigError(fmt::format(
+          "invalid setting out = '{}': cannot write in '{}' ({})", cfg.out, probe.string(),
+          (fsinfo.f_flag & ST_RDONLY) ? "read-only file system" : std::strerror(errno)));
   }
 
   // ---- checkpoints ----------------------------------------------------------------------
@@ -472,9 +479,12 @@ struct Trainer::Impl {
     for (const auto& [name, cs] : {std::pair<const char*, const CommStats*>{"comm", &algo->stats()},
                                    {"epoch/comm", &epoch_start_stats}}) {
       const double stats[7] = {static_cast<double>(cs->rounds),
-                               static_cast<double>(cs->bytes_actual), cs->bytes_paper,
-                               cs->bytes_dense, static_cast<double>(cs->messages),
-                               static_cast<double>(cs->bytes_down), cs->bytes_down_paper};
+                               static_cast<double>(cs->bytes_actual),
+                               cs->bytes_paper,
+                               cs->bytes_dense,
+                               static_cast<double>(cs->messages),
+                               static_cast<double>(cs->bytes_down),
+                               cs->bytes_down_paper};
       ck.put_bytes(name, stats, sizeof(stats));
     }
     ck.put_floats("opt/momentum", opt->momentum().data(),
@@ -514,9 +524,10 @@ struct Trainer::Impl {
     comm.allgather_ranks(&mine, sizeof(mine), all.data());
     const std::string failed = comm.agree(error);
     if (!failed.empty())
-      throw CheckpointError(fmt::format("iteration {}: a checkpoint shard could not be written "
-                                        "({}); the last committed checkpoint stays valid",
-                                        iteration, failed));
+      throw CheckpointError(
+          fmt::format("iteration {}: a checkpoint shard could not be written "
+                      "({}); the last committed checkpoint stays valid",
+                      iteration, failed));
     // 2. Rank 0 commits the manifest once every shard is on disk.
     std::string commit_error;
     if (root) {
@@ -543,9 +554,10 @@ struct Trainer::Impl {
     }
     const std::string committed = comm.agree(commit_error);
     if (!committed.empty())
-      throw CheckpointError(fmt::format("iteration {}: the checkpoint manifest could not be "
-                                        "written ({}); the last committed checkpoint stays valid",
-                                        iteration, committed));
+      throw CheckpointError(
+          fmt::format("iteration {}: the checkpoint manifest could not be "
+                      "written ({}); the last committed checkpoint stays valid",
+                      iteration, committed));
     // 3. Shards of earlier iterations are no longer referenced.
     remove_shards(comm.rank(), iteration);
   }
@@ -560,8 +572,8 @@ struct Trainer::Impl {
       long long i = 0;
       int r = 0;
       char tail = 0;
-      if (std::sscanf(f.c_str(), "checkpoint-i%lld-r%d.ckp%c", &i, &r, &tail) != 3 ||
-          tail != 't' || f != shard_name(i, r))
+      if (std::sscanf(f.c_str(), "checkpoint-i%lld-r%d.ckp%c", &i, &r, &tail) != 3 || tail != 't' ||
+          f != shard_name(i, r))
         continue;
       if ((rank < 0 || r == rank) && !(r == rank && i == keep)) fs::remove(entry.path(), ec);
     }
@@ -570,7 +582,8 @@ struct Trainer::Impl {
   std::string read_manifest_text() {
     const fs::path path = out / kManifestFile;
     std::ifstream in(path);
-    if (!in) throw CheckpointError(fmt::format("checkpoint {}: cannot open for reading", path.string()));
+    if (!in)
+      throw CheckpointError(fmt::format("checkpoint {}: cannot open for reading", path.string()));
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
@@ -611,9 +624,10 @@ struct Trainer::Impl {
         (epochs_done == 0 && in_epoch == 0) ||
         iteration != static_cast<int64_t>(epochs_done) * iters_per_epoch + in_epoch ||
         !std::isfinite(elapsed_before) || elapsed_before < 0)
-      throw bad(fmt::format("inconsistent progress: epochs_done {}, iteration {}, in_epoch {} "
-                            "({} iterations per epoch), elapsed {} s",
-                            epochs_done, iteration, in_epoch, iters_per_epoch, elapsed_before));
+      throw bad(
+          fmt::format("inconsistent progress: epochs_done {}, iteration {}, in_epoch {} "
+                      "({} iterations per epoch), elapsed {} s",
+                      epochs_done, iteration, in_epoch, iters_per_epoch, elapsed_before));
     if (epochs_done >= cfg.epochs)
       throw bad(fmt::format("the run already finished its {} epochs", epochs_done));
     if (!m.contains("shards") || !m.at("shards").is_array() ||
@@ -646,9 +660,10 @@ struct Trainer::Impl {
     auto finite = [&](const std::string& name, const float* data, int64_t count) {
       for (int64_t k = 0; k < count; ++k)
         if (!std::isfinite(data[k]))
-          throw CheckpointError(fmt::format("checkpoint {}: entry '{}' holds a non-finite value "
-                                            "at {}",
-                                            path, name, k));
+          throw CheckpointError(
+              fmt::format("checkpoint {}: entry '{}' holds a non-finite value "
+                          "at {}",
+                          path, name, k));
     };
     try {
       algo->load_state([&](const std::string& name, float* data, int64_t count) {
@@ -658,8 +673,9 @@ struct Trainer::Impl {
     } catch (const std::invalid_argument& e) {
       throw CheckpointError(fmt::format("checkpoint {}: {}", path, e.what()));
     }
-    for (const auto& [name, cs] : {std::pair<const char*, CommStats*>{"comm", &algo->stats_mutable()},
-                                   {"epoch/comm", &epoch_start_stats}}) {
+    for (const auto& [name, cs] :
+         {std::pair<const char*, CommStats*>{"comm", &algo->stats_mutable()},
+          {"epoch/comm", &epoch_start_stats}}) {
       double stats[7];
       ck.get_bytes(name, stats, sizeof(stats));
       for (int q = 0; q < 7; ++q) {
@@ -667,8 +683,8 @@ struct Trainer::Impl {
         // Counts are whole numbers; the papers' byte conventions may hold fractions (bits / 8).
         const bool whole = q != 2 && q != 3 && q != 6;
         if (!std::isfinite(v) || v < 0 || v > 9.0e15 || (whole && v != std::floor(v)))
-          throw CheckpointError(
-              fmt::format("checkpoint {}: entry '{}': communication counts are corrupt", path, name));
+          throw CheckpointError(fmt::format(
+              "checkpoint {}: entry '{}': communication counts are corrupt", path, name));
       }
       cs->rounds = static_cast<uint64_t>(stats[0]);
       cs->bytes_actual = static_cast<uint64_t>(stats[1]);
@@ -735,13 +751,12 @@ struct Trainer::Impl {
                               meta.at("iteration").dump(), iteration));
       if (meta.at("rank").get<int>() != comm.rank() ||
           meta.at("ranks").get<int>() != comm.ranks() ||
-          meta.at("first_node").get<int>() != first ||
-          meta.at("local_nodes").get<int>() != local)
-        throw bad(fmt::format("belongs to rank {} of {} (nodes from {}, {} of them), expected "
-                              "rank {} of {} (nodes from {}, {})",
-                              meta.at("rank").dump(), meta.at("ranks").dump(),
-                              meta.at("first_node").dump(), meta.at("local_nodes").dump(),
-                              comm.rank(), comm.ranks(), first, local));
+          meta.at("first_node").get<int>() != first || meta.at("local_nodes").get<int>() != local)
+        throw bad(fmt::format(
+            "belongs to rank {} of {} (nodes from {}, {} of them), expected "
+            "rank {} of {} (nodes from {}, {})",
+            meta.at("rank").dump(), meta.at("ranks").dump(), meta.at("first_node").dump(),
+            meta.at("local_nodes").dump(), comm.rank(), comm.ranks(), first, local));
       if (meta.at("params").get<int64_t>() != model->num_params())
         throw bad(fmt::format("holds {} parameters per node, the model has {}",
                               meta.at("params").dump(), model->num_params()));
@@ -761,8 +776,8 @@ struct Trainer::Impl {
             it.key(), have.contains(it.key()) ? have.at(it.key()).dump() : "(unset)", it.key(),
             it.value().dump(), (out / kConfigFile).string()));
     }
-    if (!have.contains("epochs") || (have.at("epochs") != want.at("epochs") &&
-                                     cfg.lr_schedule == "step"))
+    if (!have.contains("epochs") ||
+        (have.at("epochs") != want.at("epochs") && cfg.lr_schedule == "step"))
       throw bad(fmt::format(
           "written for {} epochs, this run asks for {}; the step learning-rate schedule depends "
           "on the epoch count",
@@ -776,12 +791,12 @@ struct Trainer::Impl {
         throw bad(e.what());
       }
       const nlohmann::json& measured = meta.at("skewscout_measured");
-      if (!measured.is_null() &&
-          (!measured.is_object() || !measured.contains("accuracy_loss") ||
-           !measured.at("accuracy_loss").is_number() ||
-           !std::isfinite(measured.at("accuracy_loss").get<double>())))
-        throw bad("field skewscout_measured: expected null or an object with a finite "
-                  "accuracy_loss");
+      if (!measured.is_null() && (!measured.is_object() || !measured.contains("accuracy_loss") ||
+                                  !measured.at("accuracy_loss").is_number() ||
+                                  !std::isfinite(measured.at("accuracy_loss").get<double>())))
+        throw bad(
+            "field skewscout_measured: expected null or an object with a finite "
+            "accuracy_loss");
       scout_measured = measured;
       apply_knob();
     }
@@ -904,8 +919,7 @@ struct Trainer::Impl {
         const int64_t m = std::min(chunk, count - start);
         nets::Tensor one(1, m, test.c, test.h, test.w);
         std::copy(test.image(start), test.image(start) + m * ss, one.node(0));
-        const nets::LossStats sa =
-            avg_model->evaluate(one, test.labels.data() + start, zbar);
+        const nets::LossStats sa = avg_model->evaluate(one, test.labels.data() + start, zbar);
         avg_correct += sa.correct[0];
         avg_loss += sa.loss[0] * static_cast<double>(m);
         comm.poll();
@@ -937,11 +951,12 @@ struct Trainer::Impl {
   void print_header() {
     log << fmt::format(
         "spush-train {}: {} nodes, topology {}, {} (compressor {}, density {}, "
-        "eta {}), model {} ({} params, norm {}), {} skew {}, device cpu, "
+        "eta {}), model {} ({} params, norm {}, {}), {} skew {}, device cpu, "
         "{} rank(s) ({} transport), {} OpenMP threads per rank\n",
         version(), cfg.nodes, schedule->describe(), cfg.algorithm, cfg.compressor, cfg.density,
-        algo->spec().eta, cfg.model, model->num_params(), cfg.norm, cfg.dataset, cfg.skew,
-        comm.ranks(), comm.name(), omp_get_max_threads());
+        algo->spec().eta, cfg.model, model->num_params(), cfg.norm,
+        cfg.precision == "int8" ? "int8, activations " + cfg.int8_activations : cfg.precision,
+        cfg.dataset, cfg.skew, comm.ranks(), comm.name(), omp_get_max_threads());
     log << fmt::format("{} iterations per epoch, batch {} per node; output in {}\n",
                        iters_per_epoch, cfg.batch, out.string());
     log << fmt::format("{:>5} {:>9} {:>8} {:>20} {:>8} {:>10} {:>11} {:>8} {:>8} {:>7}\n", "epoch",
@@ -954,7 +969,8 @@ struct Trainer::Impl {
   CommStats global_stats(const CommStats& s) {
     CommStats g;
     g.rounds = s.rounds;
-    g.bytes_actual = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.bytes_actual)));
+    g.bytes_actual =
+        static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.bytes_actual)));
     g.bytes_paper = comm.sum_over_ranks(s.bytes_paper);
     g.bytes_dense = comm.sum_over_ranks(s.bytes_dense);
     g.messages = static_cast<uint64_t>(comm.sum_over_ranks(static_cast<double>(s.messages)));
@@ -998,12 +1014,12 @@ struct Trainer::Impl {
     }
     print_header();
     if (resumed)
-      log << fmt::format("resumed from {} after epoch {}{} (iteration {})\n",
-                         (out / kManifestFile).string(), epochs_done,
-                         in_epoch ? fmt::format(" and {} iterations of epoch {}", in_epoch,
-                                                epochs_done + 1)
-                                  : std::string(),
-                         iteration);
+      log << fmt::format(
+          "resumed from {} after epoch {}{} (iteration {})\n", (out / kManifestFile).string(),
+          epochs_done,
+          in_epoch ? fmt::format(" and {} iterations of epoch {}", in_epoch, epochs_done + 1)
+                   : std::string(),
+          iteration);
 
     const bool is_scsp = cfg.algorithm == "scsp";
     const int64_t total_iters = iters_per_epoch * cfg.epochs;
@@ -1032,6 +1048,7 @@ struct Trainer::Impl {
         labels.resize(static_cast<size_t>(local) * cfg.batch);
         loader->next_batch(input.data.data(), labels.data());
         const nets::NodeMatrix& z = algo->z();
+        if (nets::QuantContext* q = model->quant()) q->iteration = static_cast<uint64_t>(iteration);
         const nets::LossStats st = model->loss_and_grad(input, labels.data(), z, grads);
         for (int r = 0; r < local; ++r) {
           if (!std::isfinite(st.loss[r]))
@@ -1126,7 +1143,8 @@ struct Trainer::Impl {
         nlohmann::json sk = scout_measured.is_null() ? nlohmann::json::object() : scout_measured;
         sk["knob"] = scout_knob;
         if (!scout_measured.is_null()) {
-          const SkewScoutDecision dec = scout->observe(scout_measured["accuracy_loss"].get<double>());
+          const SkewScoutDecision dec =
+              scout->observe(scout_measured["accuracy_loss"].get<double>());
           apply_knob();
           sk.update(dec.to_json());
         } else {
@@ -1185,8 +1203,8 @@ struct Trainer::Impl {
       log << fmt::format(
           "stopped by {} after iteration {} (epoch {}, {} of its {} iterations): checkpoint "
           "written; continue with --resume --out {}\n",
-          stop_requested() ? signal_name(stop_requested()) : "a signal to another rank",
-          iteration, epochs_done + (in_epoch > 0 ? 1 : 0), in_epoch > 0 ? in_epoch : iters_per_epoch,
+          stop_requested() ? signal_name(stop_requested()) : "a signal to another rank", iteration,
+          epochs_done + (in_epoch > 0 ? 1 : 0), in_epoch > 0 ? in_epoch : iters_per_epoch,
           iters_per_epoch, cfg.out);
 
     nlohmann::json summary;

@@ -671,6 +671,8 @@ TEST(TrainConfigSettings, DeclaredOnceWithTheConfigJsonKeys) {
                                              "groups",
                                              "group-size",
                                              "shortcut",
+                                             "precision",
+                                             "int8-activations",
                                              "dataset",
                                              "data-dir",
                                              "partition",

@@ -15,6 +15,7 @@
 
 #include "spush/nets/layer.h"
 #include "spush/nets/layers.h"
+#include "spush/nets/layers_quant.h"
 
 namespace spush::nets {
 
@@ -87,13 +88,19 @@ struct ModelSpec {
   int64_t num_classes = 10;
   std::string shortcut = "zeropad";  // ResNet: "zeropad" (option A) or "conv1x1" (option B)
   std::vector<int64_t> mlp_hidden = {256, 128};
+  // "fp32", or "int8": every convolution and linear layer (first and last included) becomes its
+  // 8-bit counterpart (QConv2d, QLinear: layers_quant.h) with the same parameters.
+  std::string precision = "fp32";
+  // int8: stochastic rounding of activations (true) or nearest-even (false).
+  bool stochastic_activations = true;
 };
 
 class Model {
  public:
   // Declares the network's parameters into the model's own Layout (names like
   // "layer2.0.conv1.weight") and sizes its buffers for one node.
-  Model(std::string name, Shape3 input, int64_t num_classes, std::unique_ptr<Sequential> net);
+  Model(std::string name, Shape3 input, int64_t num_classes, std::unique_ptr<Sequential> net,
+        std::shared_ptr<QuantContext> quant = nullptr);
 
   const std::string& name() const { return name_; }
   const Layout& layout() const { return layout_; }
@@ -127,6 +134,10 @@ class Model {
   // Multi-line table: layer, type/hyper-parameters, output shape, parameters; then the total.
   std::string summary() const;
 
+  // The 8-bit layers' shared settings (null for an fp32 model). The trainer sets the seed and
+  // the first node once and the iteration before every step.
+  QuantContext* quant() { return quant_.get(); }
+
  private:
   void check_params(const NodeMatrix& params, const char* what) const;
 
@@ -139,6 +150,7 @@ class Model {
   Tensor logits_, dlogits_;
   const Tensor* last_input_ = nullptr;
   SoftmaxCrossEntropy loss_;
+  std::shared_ptr<QuantContext> quant_;
 };
 
 // Builds a model from a spec. Throws std::invalid_argument naming the bad value and the

@@ -50,7 +50,9 @@ struct TrainConfig {
   std::string norm = "group";  // batch | group | evonorm | none
   int64_t groups = 0;          // 0: the model's default
   int64_t group_size = 0;
-  std::string shortcut = "zeropad";  // zeropad | conv1x1
+  std::string shortcut = "zeropad";             // zeropad | conv1x1
+  std::string precision = "fp32";               // fp32 | int8 (nets/layers_quant.h)
+  std::string int8_activations = "stochastic";  // stochastic | nearest
   // data
   std::string dataset = "fashion-mnist";  // fashion-mnist | cifar10
   std::string data_dir;                   // empty: $SPUSH_DATA, else the system directory

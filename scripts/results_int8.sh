@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduces the 8-bit training table of docs/RESULTS.md ("8-bit training"): Fashion-MNIST,
+# 8 nodes, CPU; Deep-Squeeze, CHOCO-SGD and Sparse-Push top-1%, label skew 0 and 0.8, each at
+# --precision fp32 and int8.
+#   lenet:  LeNet-5 + GroupNorm (the main job's network), 4 epochs
+#   resnet: ResNet-20 + Range EvoNorm, 2 epochs (SPUSH_RESNET_EPOCHS to change)
+# Usage: scripts/results_int8.sh [build-dir] [lenet|resnet|all] ; runs land in
+# runs/results-int8/<row>/ and the table (accuracy and seconds per epoch) is printed by
+# scripts/results_table.py --precision. A row whose log ends with its "done:" line is kept (an
+# interrupted sweep resumes); SPUSH_RERUN=1 runs every row again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-build}/bin/spush-train
+which=${2:-all}
+out=runs/results-int8
+common=(--nodes 8 --dataset fashion-mnist --batch 32 --seed 1 --overwrite --quiet)
+run() {
+  local name=$1; shift
+  if [[ -z ${SPUSH_RERUN:-} ]] && grep -q '^done:' "$out/$name.log" 2>/dev/null; then
+    echo "== $name: finished earlier (SPUSH_RERUN=1 runs it again)"; tail -1 "$out/$name.log"
+    return
+  fi
+  echo "== $name: spush-train ${common[*]} $* --out $out/$name"
+  "$bin" "${common[@]}" "$@" --out "$out/$name" > "$out/$name.log" 2>&1 || {
+    echo "!! $name failed:"; tail -3 "$out/$name.log"; }
+  tail -1 "$out/$name.log"
+}
+mkdir -p "$out"
+algos=("deepsqueeze|--algorithm deepsqueeze --topology bidir-ring --density 0.01"
+       "choco|--algorithm choco --density 0.01"
+       "sparsepush|--algorithm sparsepush --density 0.01")
+models=()
+[[ $which == lenet || $which == all ]] &&
+  models+=("lenet5|--model lenet5 --norm group --epochs 4 --lr 0.05")
+[[ $which == resnet || $which == all ]] &&
+  models+=("resnet20|--model resnet20 --norm rangeevo --epochs ${SPUSH_RESNET_EPOCHS:-2} --lr 0.05")
+for m in "${models[@]}"; do
+  for a in "${algos[@]}"; do
+    for s in 0 0.8; do
+      for p in fp32 int8; do
+        # shellcheck disable=SC2086
+        run "${m%%|*}_${a%%|*}_s${s}_${p}" ${m#*|} ${a#*|} --skew "$s" --precision "$p"
+      done
+    done
+  done
+done
+python3 scripts/results_table.py --precision "$out"

@@ -85,8 +85,8 @@ void TrainConfig::declare(Settings& s) {
   s.add("model", model,
         "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | vgg11 | mlp")
       .non_empty("a model name");
-  s.add("norm", norm, "batch | group | evonorm | none")
-      .one_of({"batch", "group", "evonorm", "none"});
+  s.add("norm", norm, "batch | group | evonorm | rangebn | rangeevo | none")
+      .one_of({"batch", "group", "evonorm", "rangebn", "rangeevo", "none"});
   s.add("groups", groups, "GroupNorm/EvoNorm groups (0: model default)").at_least(0);
   s.add("group-size", group_size, "GroupNorm channels per group (0: model default)").at_least(0);
   s.add("shortcut", shortcut, "ResNet shortcut: zeropad | conv1x1").one_of({"zeropad", "conv1x1"});
@@ -163,12 +163,13 @@ std::pair<std::string, std::vector<double>> TrainConfig::skewscout_knob() const 
   try {
     knob.second = parse_grid(skewscout_grid);
   } catch (const std::invalid_argument& e) {
-    throw ConfigError(fmt::format("invalid setting skewscout-grid = '{}': {}", skewscout_grid,
-                                  e.what()));
+    throw ConfigError(
+        fmt::format("invalid setting skewscout-grid = '{}': {}", skewscout_grid, e.what()));
   }
   if (knob.second.empty())
-    knob.second = kind == AlgorithmKind::kGaia ? std::vector<double>{0.01, 0.02, 0.05, 0.1, 0.2, 0.4}
-                                               : std::vector<double>{1, 2, 4, 8, 16, 32, 64};
+    knob.second = kind == AlgorithmKind::kGaia
+                      ? std::vector<double>{0.01, 0.02, 0.05, 0.1, 0.2, 0.4}
+                      : std::vector<double>{1, 2, 4, 8, 16, 32, 64};
   if (knob.first == "local-steps")
     for (double v : knob.second)
       check(v == std::floor(v) && v <= 1e6, "skewscout-grid", skewscout_grid,

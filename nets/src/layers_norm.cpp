@@ -9,6 +9,12 @@
 //   normalized: dx = rstd/M * (M*g - sum(g) - xhat * sum(g*xhat)), g = dy*gamma
 //   EvoNorm:    dx = dy*gamma*rstd*(s + v x s (1-s)) + dvar * 2 (x - mean)/M,
 //               dvar = -rstd^3/2 * sum(dy*gamma*x*s)
+//   RangeBatchNorm2d / RangeEvoNorm (inv = 1/(s + eps), s the chunked range scale, layers.h):
+//     dL/ds = -inv^2 * sum(dy * d y/d inv-part): RangeBN -gamma*inv*sum(dy*xhat), RangeEvo
+//     -inv^2 * sum(dy*gamma*x*hsig); ds/dx = f/K at each chunk's first arg-max, -f/K at its
+//     first arg-min (f = range_scale_factor(n)); RangeBN adds gamma*inv*(dy - mean(dy)),
+//     RangeEvo dy*gamma*inv*(hsig + v x hsig').
+#include <algorithm>
 #include <cmath>
 
 #include "layers_internal.h"
@@ -44,6 +50,53 @@ inline void moments(const float* x, int64_t n, double& mean, double& var) {
 }
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+// Hard sigmoid and its derivative (1/6 on the open linear part -3 < z < 3, else 0).
+inline float hsig(float z) { return std::clamp(z * (1.0f / 6.0f) + 0.5f, 0.0f, 1.0f); }
+inline float hsig_grad(float z) { return z > -3.0f && z < 3.0f ? 1.0f / 6.0f : 0.0f; }
+
+// The n = rows * len elements base[r * stride + i] (r < rows, i < len), in the order e = r * len
+// + i, cut into k chunks [floor(j n / k), floor((j + 1) n / k)): writes each chunk's first
+// arg-max and arg-min (as e) and returns the mean over chunks of (max - min), in double.
+double chunk_ranges(const float* base, int64_t rows, int64_t stride, int64_t len, int64_t k,
+                    int64_t* amax, int64_t* amin) {
+  const int64_t n = rows * len;
+  double sum = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t lo = j * n / k, hi = (j + 1) * n / k;
+    int64_t r = lo / len, i = lo % len;
+    float mx = base[r * stride + i], mn = mx;
+    int64_t imx = lo, imn = lo;
+    for (int64_t e = lo; e < hi; ++e) {
+      const float v = base[r * stride + i];
+      if (v > mx) {
+        mx = v;
+        imx = e;
+      }
+      if (v < mn) {
+        mn = v;
+        imn = e;
+      }
+      if (++i == len) {
+        i = 0;
+        ++r;
+      }
+    }
+    amax[j] = imx;
+    amin[j] = imn;
+    sum += static_cast<double>(mx) - static_cast<double>(mn);
+  }
+  return sum / static_cast<double>(k);
+}
+
+// dx[e] += c at each chunk's arg-max, -= c at its arg-min (element e as in chunk_ranges).
+void scatter_range_grad(float* base, int64_t stride, int64_t len, int64_t k, const int64_t* amax,
+                        const int64_t* amin, float c) {
+  for (int64_t j = 0; j < k; ++j) {
+    base[amax[j] / len * stride + amax[j] % len] += c;
+    base[amin[j] / len * stride + amin[j] % len] -= c;
+  }
+}
 
 // Declares "<name>.weight" (gamma), "<name>.bias" (beta) of `c` floats each.
 void declare_affine(Layout& layout, const std::string& name, int64_t c, int64_t& g_off,
@@ -408,6 +461,274 @@ void EvoNormS0::backward(const Tensor& in, const Tensor& out, const Tensor& dout
         dx[k] = dy[k] * a * (s + vc * x[k] * s * (1.0f - s)) + kv * (x[k] - mu);
       }
     }
+  }
+}
+
+// ---- range normalization ----------------------------------------------------------------------
+
+int64_t range_chunks(int64_t n) { return std::clamp<int64_t>(n / 2, 1, kRangeChunks); }
+
+double range_scale_factor(int64_t n) {
+  if (n < 2) return 0.0;
+  const double m = static_cast<double>(n) / static_cast<double>(range_chunks(n));
+  return kRangeScale / std::sqrt(2.0 * std::log(m));
+}
+
+// ---- RangeBatchNorm2d -------------------------------------------------------------------------
+
+RangeBatchNorm2d::RangeBatchNorm2d(int64_t channels, float momentum, float eps)
+    : c_(channels), momentum_(momentum), eps_(eps) {
+  if (channels <= 0 || !(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f))
+    throw std::invalid_argument(
+        "RangeBatchNorm2d: need channels > 0, momentum in [0, 1], eps > 0; got " +
+        std::to_string(channels) + ", " + std::to_string(momentum) + ", " + std::to_string(eps));
+}
+
+std::string RangeBatchNorm2d::describe() const {
+  return "RangeBatchNorm2d(" + std::to_string(c_) + ")";
+}
+
+void RangeBatchNorm2d::declare(Layout& layout, const std::string& name) {
+  name_ = name;
+  declare_affine(layout, name, c_, g_off_, b_off_);
+}
+
+Shape3 RangeBatchNorm2d::output_shape(Shape3 in) const {
+  check_channels(*this, in, c_);
+  return in;
+}
+
+void RangeBatchNorm2d::init(float* row, std::mt19937_64& rng) const {
+  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
+  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
+}
+
+void RangeBatchNorm2d::set_nodes(int64_t nodes) {
+  nodes_ = nodes;
+  run_mean_.assign(static_cast<size_t>(nodes * c_), 0.0f);
+  run_scale_.assign(static_cast<size_t>(nodes * c_), 1.0f);
+}
+
+std::vector<BufferRef> RangeBatchNorm2d::buffers() {
+  return {{name_ + ".running_mean", &run_mean_, c_}, {name_ + ".running_scale", &run_scale_, c_}};
+}
+
+void RangeBatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params,
+                               bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  if (in.nodes != nodes_ || run_mean_.size() != static_cast<size_t>(nodes_ * c_))
+    throw std::invalid_argument(detail::who(*this) + ": input has " + std::to_string(in.nodes) +
+                                " nodes but the running statistics hold " + std::to_string(nodes_) +
+                                " (call set_nodes / Model::init)");
+  out.resize_like(in);
+  train_ = train;
+  const int64_t hw = in.h * in.w, batch = in.batch, m = batch * hw;
+  const int64_t k = range_chunks(m);
+  const double f = range_scale_factor(m);
+  mean_.resize(static_cast<size_t>(in.nodes * c_));
+  inv_.resize(mean_.size());
+  amax_.resize(mean_.size() * kRangeChunks);
+  amin_.resize(amax_.size());
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    const float* base = in.sample(n, 0) + c * hw;
+    const int64_t stride = in.sample_stride();
+    double mean, scale;
+    if (train) {
+      double s = 0.0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* x = base + b * stride;
+        for (int64_t i = 0; i < hw; ++i) s += x[i];
+      }
+      mean = s / static_cast<double>(m);
+      scale = f * chunk_ranges(base, batch, stride, hw, k, amax_.data() + nc * kRangeChunks,
+                               amin_.data() + nc * kRangeChunks);
+      run_mean_[nc] = static_cast<float>((1.0 - momentum_) * run_mean_[nc] + momentum_ * mean);
+      run_scale_[nc] = static_cast<float>((1.0 - momentum_) * run_scale_[nc] + momentum_ * scale);
+    } else {
+      mean = run_mean_[nc];
+      scale = run_scale_[nc];
+    }
+    const float mu = static_cast<float>(mean);
+    const float r = static_cast<float>(1.0 / (scale + eps_));
+    mean_[nc] = mu;
+    inv_[nc] = r;
+    const float gamma = params.row(n)[g_off_ + c], beta = params.row(n)[b_off_ + c];
+    const float a = gamma * r;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* x = base + b * stride;
+      float* y = out.sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) y[i] = a * (x[i] - mu) + beta;
+    }
+  }
+}
+
+void RangeBatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tensor& dout,
+                                Tensor* dinp, const NodeMatrix& params, NodeMatrix& dparams) {
+  detail::check_backward(*this, in, out, dout, params, dparams);
+  if (mean_.size() != static_cast<size_t>(in.nodes * c_))
+    throw std::logic_error(detail::who(*this) + ": backward() without a matching forward()");
+  if (dinp) dinp->resize_like(in);
+  const int64_t hw = in.h * in.w, batch = in.batch, m = batch * hw;
+  const int64_t k = range_chunks(m);
+  const double f = range_scale_factor(m);
+  const bool train = train_;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    const float mu = mean_[nc], r = inv_[nc];
+    double sdy = 0.0, sdyx = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) {
+        sdy += dy[i];
+        sdyx += dy[i] * ((x[i] - mu) * r);
+      }
+    }
+    dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
+    dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
+    if (!dinp) continue;
+    const float gamma = params.row(n)[g_off_ + c];
+    const float a = gamma * r;
+    const float mdy = train ? static_cast<float>(sdy / m) : 0.0f;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* dy = dout.sample(n, b) + c * hw;
+      float* dx = dinp->sample(n, b) + c * hw;
+      for (int64_t i = 0; i < hw; ++i) dx[i] = a * (dy[i] - mdy);
+    }
+    if (train) {
+      // dL/ds = -gamma * inv * sum(dy * xhat); ds/dx = +-f/K at the chunks' arg-max/arg-min.
+      const double ds = -static_cast<double>(gamma) * r * sdyx;
+      scatter_range_grad(dinp->sample(n, 0) + c * hw, in.sample_stride(), hw, k,
+                         amax_.data() + nc * kRangeChunks, amin_.data() + nc * kRangeChunks,
+                         static_cast<float>(ds * f / static_cast<double>(k)));
+    }
+  }
+}
+
+// ---- RangeEvoNorm -----------------------------------------------------------------------------
+
+RangeEvoNorm::RangeEvoNorm(int64_t groups, int64_t channels, float eps)
+    : g_(groups), c_(channels), eps_(eps) {
+  check_groups("RangeEvoNorm", groups, channels);
+  if (!(eps > 0.0f)) throw std::invalid_argument("RangeEvoNorm: eps must be > 0");
+}
+
+std::string RangeEvoNorm::describe() const {
+  return "RangeEvoNorm(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
+}
+
+void RangeEvoNorm::declare(Layout& layout, const std::string& name) {
+  name_ = name;
+  declare_affine(layout, name, c_, g_off_, b_off_);
+  v_off_ = layout.segment(layout.add(name + ".v", {c_})).offset;
+}
+
+Shape3 RangeEvoNorm::output_shape(Shape3 in) const {
+  check_channels(*this, in, c_);
+  return in;
+}
+
+void RangeEvoNorm::init(float* row, std::mt19937_64& rng) const {
+  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
+  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
+  std::fill(row + v_off_, row + v_off_ + c_, 1.0f);
+}
+
+void RangeEvoNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  out.resize_like(in);
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw;
+  const int64_t k = range_chunks(m);
+  const double f = range_scale_factor(m);
+  const int64_t units = in.nodes * in.batch * g_;
+  inv_.resize(static_cast<size_t>(units));
+  amax_.resize(static_cast<size_t>(units * kRangeChunks));
+  amin_.resize(amax_.size());
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (in.batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;  // the group's channels are contiguous
+    float* y = out.data.data() + u * m;
+    const double scale = f * chunk_ranges(x, 1, m, m, k, amax_.data() + u * kRangeChunks,
+                                          amin_.data() + u * kRangeChunks);
+    const float r = static_cast<float>(1.0 / (scale + eps_));
+    inv_[u] = r;
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    const float* beta = params.row(n) + b_off_ + grp * cg;
+    const float* v = params.row(n) + v_off_ + grp * cg;
+    for (int64_t c = 0; c < cg; ++c) {
+      const float a = gamma[c] * r, vc = v[c], b = beta[c];
+      for (int64_t i = 0; i < hw; ++i) {
+        const float xv = x[c * hw + i];
+        y[c * hw + i] = xv * hsig(vc * xv) * a + b;
+      }
+    }
+  }
+}
+
+void RangeEvoNorm::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                            const NodeMatrix& params, NodeMatrix& dparams) {
+  detail::check_backward(*this, in, out, dout, params, dparams);
+  if (inv_.size() != static_cast<size_t>(in.nodes * in.batch * g_))
+    throw std::logic_error(detail::who(*this) + ": backward() without a matching forward()");
+  const int64_t hw = in.h * in.w, cg = c_ / g_, m = cg * hw, batch = in.batch;
+  const int64_t k = range_chunks(m);
+  const double f = range_scale_factor(m);
+  // Parameter gradients per (node, channel).
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
+    const int64_t n = nc / c_, c = nc % c_;
+    const float gamma = params.row(n)[g_off_ + c], vc = params.row(n)[v_off_ + c];
+    double dg = 0.0, db = 0.0, dv = 0.0;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float r = inv_[(n * batch + b) * g_ + c / cg];
+      const float* x = in.sample(n, b) + c * hw;
+      const float* dy = dout.sample(n, b) + c * hw;
+      double sg = 0.0, sv = 0.0;
+      for (int64_t i = 0; i < hw; ++i) {
+        const float z = vc * x[i];
+        sg += dy[i] * x[i] * hsig(z);
+        sv += dy[i] * x[i] * x[i] * hsig_grad(z);
+        db += dy[i];
+      }
+      dg += sg * r;
+      dv += sv * gamma * r;
+    }
+    dparams.row(n)[g_off_ + c] += static_cast<float>(dg);
+    dparams.row(n)[b_off_ + c] += static_cast<float>(db);
+    dparams.row(n)[v_off_ + c] += static_cast<float>(dv);
+  }
+  if (!dinp) return;
+  dinp->resize_like(in);
+  const int64_t units = in.nodes * batch * g_;
+#pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t n = u / (batch * g_), grp = u % g_;
+    const float* x = in.data.data() + u * m;
+    const float* dy = dout.data.data() + u * m;
+    float* dx = dinp->data.data() + u * m;
+    const float r = inv_[u];
+    const float* gamma = params.row(n) + g_off_ + grp * cg;
+    const float* v = params.row(n) + v_off_ + grp * cg;
+    double sq = 0.0;  // sum(dy * gamma * x * hsig): dL/ds = -inv^2 * sq
+    for (int64_t c = 0; c < cg; ++c) {
+      const float a = gamma[c] * r, vc = v[c];
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t j = c * hw + i;
+        const float z = vc * x[j], h = hsig(z);
+        sq += dy[j] * gamma[c] * x[j] * h;
+        dx[j] = dy[j] * a * (h + z * hsig_grad(z));
+      }
+    }
+    const double ds = -sq * r * r;
+    scatter_range_grad(dx, m, m, k, amax_.data() + u * kRangeChunks,
+                       amin_.data() + u * kRangeChunks,
+                       static_cast<float>(ds * f / static_cast<double>(k)));
   }
 }
 

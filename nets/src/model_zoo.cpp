@@ -1,6 +1,7 @@
 // Model factory: LeNet-5, CIFAR ResNet(6n+2) (He et al. 2016, BasicBlocks 16/32/64, option A
 // or B shortcuts), VGG-11 (cfg 64,M,128,M,256,256,M,512,512,M,512,512,M + 512-512-classes
-// classifier) and an MLP, each with a choice of normalization (batch, group, EvoNorm-S0, none).
+// classifier) and an MLP, each with a choice of normalization (batch, group, EvoNorm-S0, the
+// range variants for 8-bit training: Range BatchNorm and Range EvoNorm, none).
 // ResNet-20 with BatchNorm on 3x32x32 has 269,722 parameters.
 #include <cctype>
 #include <stdexcept>
@@ -10,7 +11,10 @@
 namespace spush::nets {
 namespace {
 
-enum class Norm { kBatch, kGroup, kEvo, kNone };
+enum class Norm { kBatch, kGroup, kEvo, kRangeBatch, kRangeEvo, kNone };
+
+// EvoNorm-S0 and Range EvoNorm carry their own nonlinearity: no ReLU follows them.
+bool self_activating(Norm n) { return n == Norm::kEvo || n == Norm::kRangeEvo; }
 
 struct Builder {
   const ModelSpec& spec;
@@ -52,7 +56,8 @@ struct Builder {
   }
 
   // Appends the normalization for `channels` (named "norm<suffix>") and, if `relu`, a ReLU
-  // ("relu<suffix>"); EvoNorm-S0 carries its own nonlinearity, so no ReLU follows it.
+  // ("relu<suffix>"); EvoNorm-S0 and Range EvoNorm carry their own nonlinearity, so no ReLU
+  // follows them.
   void norm_act(Sequential& s, const std::string& suffix, int64_t channels, bool relu) const {
     switch (norm) {
       case Norm::kBatch:
@@ -63,6 +68,12 @@ struct Builder {
         break;
       case Norm::kEvo:
         s.add("norm" + suffix, std::make_unique<EvoNormS0>(groups_for(channels), channels));
+        return;
+      case Norm::kRangeBatch:
+        s.add("norm" + suffix, std::make_unique<RangeBatchNorm2d>(channels));
+        break;
+      case Norm::kRangeEvo:
+        s.add("norm" + suffix, std::make_unique<RangeEvoNorm>(groups_for(channels), channels));
         return;
       case Norm::kNone:
         break;
@@ -75,9 +86,11 @@ Norm parse_norm(const std::string& s) {
   if (s == "batch") return Norm::kBatch;
   if (s == "group") return Norm::kGroup;
   if (s == "evonorm") return Norm::kEvo;
+  if (s == "rangebn") return Norm::kRangeBatch;
+  if (s == "rangeevo") return Norm::kRangeEvo;
   if (s == "none") return Norm::kNone;
   throw std::invalid_argument("make_model: unknown norm '" + s +
-                              "' (accepted: batch, group, evonorm, none)");
+                              "' (accepted: batch, group, evonorm, rangebn, rangeevo, none)");
 }
 
 // Depth of "resnet<depth>", or -1 if the name is not of that form.
@@ -110,7 +123,7 @@ std::unique_ptr<Sequential> build_lenet5(const ModelSpec& spec, const Builder& b
 std::unique_ptr<Sequential> build_resnet(const ModelSpec& spec, const Builder& b, int64_t depth) {
   const int64_t n = (depth - 2) / 6;
   const bool option_b = spec.shortcut == "conv1x1";
-  const bool relu = b.norm != Norm::kEvo;
+  const bool relu = !self_activating(b.norm);
   auto s = std::make_unique<Sequential>();
   s->add("conv1", b.conv(spec.in_c, 16, 3, 1, 1, false));
   b.norm_act(*s, "1", 16, true);

@@ -85,8 +85,8 @@ void TrainConfig::declare(Settings& s) {
   s.add("model", model,
         "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | vgg11 | mlp")
       .non_empty("a model name");
-  s.add("norm", norm, "batch | group | evonorm | none")
-      .one_of({"batch", "group", "evonorm", "none"});
+  s.add("norm", norm, "batch | group | evonorm | rangebn | rangeevo | none")
+      .one_of({"batch", "group", "evonorm", "rangebn", "rangeevo", "none"});
   s.add("groups", groups, "GroupNorm/EvoNorm groups (0: model default)").at_least(0);
   s.add("group-size", group_size, "GroupNorm channels per group (0: model default)").at_least(0);
   s.add("shortcut", shortcut, "ResNet shortcut: zeropad | conv1x1").one_of({"zeropad", "conv1x1"});

@@ -1,6 +1,7 @@
 // CPU layers: every backward (input and parameter gradients) against central finite differences
 // of the loss L = sum(out * R) for a fixed random R; Conv2d and its gradients against a naive
-// direct convolution; BatchNorm train/eval and running statistics against closed forms; node
+// direct convolution; BatchNorm train/eval and running statistics against closed forms; Range
+// BatchNorm / Range EvoNorm against a plain re-computation of their formulas; node
 // independence (node 1's parameters and inputs never change node 0's outputs).
 #include "spush/nets/layers.h"
 
@@ -589,6 +590,229 @@ TEST(EvoNormS0, GradientsMatchFiniteDifferences) {
   }
 }
 
+// ---- range normalization ----------------------------------------------------------------------
+
+// The range scale of xs (in their order) as layers.h documents it, written out plainly.
+double ref_range_scale(const std::vector<double>& xs) {
+  const int64_t n = static_cast<int64_t>(xs.size());
+  if (n < 2) return 0.0;
+  const int64_t k = std::min<int64_t>(16, std::max<int64_t>(1, n / 2));
+  double sum = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    const auto lo = xs.begin() + j * n / k, hi = xs.begin() + (j + 1) * n / k;
+    sum += *std::max_element(lo, hi) - *std::min_element(lo, hi);
+  }
+  const double c = 0.175 * (1.0 + std::sqrt(M_PI * std::log(4.0)));
+  return c / std::sqrt(2.0 * std::log(static_cast<double>(n) / static_cast<double>(k))) * sum /
+         static_cast<double>(k);
+}
+
+TEST(RangeNorm, ChunksAndScaleFactor) {
+  EXPECT_EQ(range_chunks(1), 1);
+  EXPECT_EQ(range_chunks(3), 1);
+  EXPECT_EQ(range_chunks(8), 4);
+  EXPECT_EQ(range_chunks(31), 15);
+  EXPECT_EQ(range_chunks(32), 16);
+  EXPECT_EQ(range_chunks(45), 16);
+  EXPECT_EQ(range_scale_factor(1), 0.0);
+  EXPECT_NEAR(kRangeScale, 0.175 * (1.0 + std::sqrt(M_PI * std::log(4.0))), 1e-15);
+  EXPECT_NEAR(range_scale_factor(16 * 64), kRangeScale / std::sqrt(2.0 * std::log(64.0)), 1e-12);
+  // Gaussian data: s is close to (a little below) the standard deviation for large chunks.
+  std::mt19937_64 rng(100);
+  std::normal_distribution<double> d(0.0, 2.0);
+  std::vector<double> xs(16 * 512);
+  for (auto& v : xs) v = d(rng);
+  const double s = ref_range_scale(xs);
+  EXPECT_GT(s, 0.8 * 2.0);
+  EXPECT_LT(s, 1.05 * 2.0);
+}
+
+TEST(RangeBatchNorm2d, ForwardRunningStatisticsEvalAndBuffers) {
+  struct Case {
+    int64_t batch, h, w;  // n = batch h w elements per channel: K = 16 uneven, 4, 1, 1 chunks
+  };
+  for (const Case& cs : {Case{5, 3, 3}, Case{2, 2, 2}, Case{1, 1, 3}, Case{1, 1, 1}}) {
+    const int64_t nodes = 2, c = 3, hw = cs.h * cs.w, n = cs.batch * hw;
+    SCOPED_TRACE("n = " + std::to_string(n));
+    std::mt19937_64 rng(110 + n);
+    RangeBatchNorm2d bn(c);
+    Layout lay;
+    NodeMatrix p = declare_random(bn, lay, nodes, rng, 0.3f, 1.0f);
+    ASSERT_EQ(bn.buffers().size(), 2u);
+    EXPECT_EQ(bn.buffers()[0].name, "l.running_mean");
+    EXPECT_EQ(bn.buffers()[1].name, "l.running_scale");
+    EXPECT_EQ(bn.buffers()[1].per_node, c);
+    EXPECT_EQ(bn.running_scale(), std::vector<float>(nodes * c, 1.0f));
+    Tensor x = random_tensor(nodes, cs.batch, c, cs.h, cs.w, rng, 2.0f);
+    for (auto& v : x.data) v += 1.5f;
+    Tensor y;
+    bn.forward(x, y, p, true);
+    for (int64_t nd = 0; nd < nodes; ++nd)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        std::vector<double> xs;  // the channel in (batch, h, w) order
+        for (int64_t b = 0; b < cs.batch; ++b)
+          for (int64_t i = 0; i < hw; ++i) xs.push_back(x.sample(nd, b)[ch * hw + i]);
+        const double mu = std::accumulate(xs.begin(), xs.end(), 0.0) / n;
+        const double s = ref_range_scale(xs);
+        const double gamma = p.row(nd)[ch], beta = p.row(nd)[c + ch];
+        for (int64_t b = 0; b < cs.batch; ++b)
+          for (int64_t i = 0; i < hw; ++i) {
+            const double e = (x.sample(nd, b)[ch * hw + i] - mu) / (s + 1e-5) * gamma + beta;
+            EXPECT_NEAR(y.sample(nd, b)[ch * hw + i], e, 1e-4 * std::max(1.0, std::fabs(e)));
+          }
+        EXPECT_NEAR(bn.running_mean()[nd * c + ch], 0.1 * mu, 1e-5);
+        EXPECT_NEAR(bn.running_scale()[nd * c + ch], 0.9 + 0.1 * s, 1e-5);
+      }
+    // Eval uses the running statistics (set to distinct values here) and leaves them alone.
+    for (int64_t j = 0; j < nodes * c; ++j) {
+      bn.running_mean()[j] = 0.2f * static_cast<float>(j) - 0.5f;
+      bn.running_scale()[j] = 0.5f + 0.25f * static_cast<float>(j);
+    }
+    const std::vector<float> rm = bn.running_mean(), rs = bn.running_scale();
+    bn.forward(x, y, p, false);
+    EXPECT_EQ(bn.running_mean(), rm);
+    EXPECT_EQ(bn.running_scale(), rs);
+    for (int64_t nd = 0; nd < nodes; ++nd)
+      for (int64_t b = 0; b < cs.batch; ++b)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t i = 0; i < hw; ++i) {
+            const double e = (x.sample(nd, b)[ch * hw + i] - rm[nd * c + ch]) /
+                                 (rs[nd * c + ch] + 1e-5) * p.row(nd)[ch] +
+                             p.row(nd)[c + ch];
+            EXPECT_NEAR(y.sample(nd, b)[ch * hw + i], e, 1e-5 * std::max(1.0, std::fabs(e)));
+          }
+    // Restoring the buffers into a fresh layer (what a checkpoint does) gives the same outputs.
+    RangeBatchNorm2d bn2(c);
+    Layout lay2;
+    bn2.declare(lay2, "l");
+    bn2.set_nodes(nodes);
+    Tensor y2;
+    bn2.forward(x, y2, p, false);
+    EXPECT_NE(y2.data, y.data);
+    auto src = bn.buffers(), dst = bn2.buffers();
+    for (size_t i = 0; i < src.size(); ++i) {
+      ASSERT_EQ(src[i].name, dst[i].name);
+      *dst[i].data = *src[i].data;
+    }
+    bn2.forward(x, y2, p, false);
+    EXPECT_EQ(y2.data, y.data);
+  }
+  // A constant channel: zero range, eps keeps the output finite (= beta).
+  RangeBatchNorm2d bn(1);
+  Layout lay;
+  std::mt19937_64 rng(119);
+  NodeMatrix p = declare_random(bn, lay, 1, rng);
+  Tensor x(1, 4, 1, 2, 2);
+  x.fill(3.0f);
+  Tensor y;
+  bn.forward(x, y, p, true);
+  for (float v : y.data) EXPECT_FLOAT_EQ(v, p.row(0)[1]);
+  EXPECT_THROW(RangeBatchNorm2d(0), std::invalid_argument);
+}
+
+TEST(RangeBatchNorm2d, GradientsMatchFiniteDifferencesTrainAndEval) {
+  // Shapes with 2-element chunks (n = 18: every element is a chunk's max or min) and with
+  // uneven chunks (n = 45, K = 16). spaced_tensor keeps values 0.04 apart: a step of 1e-3
+  // never changes a chunk's arg-max or arg-min.
+  for (bool train : {true, false})
+    for (int64_t batch : {3, 5}) {
+      const uint64_t seed = 120 + 2 * batch + (train ? 1 : 0);
+      std::mt19937_64 rng(seed);
+      RangeBatchNorm2d bn(3);
+      Layout lay;
+      NodeMatrix p = declare_random(bn, lay, 2, rng, 0.3f, 1.0f);
+      for (auto& v : bn.running_mean()) v = 0.3f;
+      for (auto& v : bn.running_scale()) v = 1.7f;
+      const int64_t h = 3, w = batch == 3 ? 2 : 3;
+      Tensor x = spaced_tensor(2, batch, 3, h, w, rng);
+      SCOPED_TRACE(std::string(train ? "train" : "eval") + ", batch " + std::to_string(batch));
+      expect_grads(grad_check(bn, x, p, train, rng), true, seed);
+    }
+}
+
+TEST(RangeEvoNorm, ForwardMatchesFormula) {
+  struct Case {
+    int64_t groups, channels, h, w;  // group size m = 18 (K = 9) and 100 (K = 16, uneven)
+  };
+  for (const Case& cs : {Case{2, 4, 3, 3}, Case{1, 4, 5, 5}}) {
+    std::mt19937_64 rng(130 + cs.groups);
+    RangeEvoNorm evo(cs.groups, cs.channels);
+    Layout lay;
+    NodeMatrix p = declare_random(evo, lay, 2, rng, 0.5f, 0.5f);
+    Tensor x = random_tensor(2, 3, cs.channels, cs.h, cs.w, rng, 3.0f);
+    Tensor y;
+    evo.forward(x, y, p, true);
+    const int64_t hw = cs.h * cs.w, cg = cs.channels / cs.groups, c = cs.channels;
+    int64_t saturated = 0, linear = 0;
+    for (int64_t nd = 0; nd < 2; ++nd)
+      for (int64_t b = 0; b < 3; ++b)
+        for (int64_t g = 0; g < cs.groups; ++g) {
+          const float* xs = x.sample(nd, b) + g * cg * hw;
+          const double s = ref_range_scale(std::vector<double>(xs, xs + cg * hw));
+          for (int64_t cc = 0; cc < cg; ++cc)
+            for (int64_t i = 0; i < hw; ++i) {
+              const int64_t ch = g * cg + cc;
+              const double v = xs[cc * hw + i];
+              const double gamma = p.row(nd)[ch], beta = p.row(nd)[c + ch];
+              const double vv = p.row(nd)[2 * c + ch];
+              const double hs = std::clamp(vv * v / 6.0 + 0.5, 0.0, 1.0);
+              (hs == 0.0 || hs == 1.0 ? saturated : linear) += 1;
+              const double e = v * hs / (s + 1e-5) * gamma + beta;
+              EXPECT_NEAR(y.sample(nd, b)[ch * hw + i], e, 1e-5 * std::max(1.0, std::fabs(e)));
+            }
+        }
+    EXPECT_GT(saturated, 0);  // both parts of the hard sigmoid were exercised
+    EXPECT_GT(linear, 0);
+    // Train and eval compute the same thing (no running statistics).
+    Tensor ye;
+    evo.forward(x, ye, p, false);
+    EXPECT_EQ(ye.data, y.data);
+    EXPECT_TRUE(evo.buffers().empty());
+  }
+  // Initialization: gamma = v = 1, beta = 0.
+  RangeEvoNorm evo(2, 4);
+  Layout lay;
+  evo.declare(lay, "e");
+  EXPECT_GE(lay.find("e.v"), 0);
+  std::vector<float> row(static_cast<size_t>(lay.size()), -3.0f);
+  std::mt19937_64 rng(1);
+  evo.init(row.data(), rng);
+  EXPECT_EQ(row, (std::vector<float>{1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_THROW(RangeEvoNorm(3, 4), std::invalid_argument);
+}
+
+TEST(RangeEvoNorm, GradientsMatchFiniteDifferences) {
+  for (int64_t groups : {1, 2}) {
+    const uint64_t seed = 140 + groups;
+    std::mt19937_64 rng(seed);
+    RangeEvoNorm evo(groups, 4);
+    Layout lay;
+    NodeMatrix p = declare_random(evo, lay, 2, rng, 0.4f, 1.0f);
+    // Spaced values x = 0.1 (k + 1/2), |x| <= 4.75, so that v x reaches both flat parts of the
+    // hard sigmoid; chunk arg-max/arg-min never change under a step of 1e-3. v such that 30 / v
+    // is an integer keeps every v x at least 0.04 from the kinks at +-3.
+    Tensor x = spaced_tensor(2, 2, 4, 3, 2, rng);
+    for (auto& v : x.data) v *= 2.5f;
+    const float vs[2][4] = {{1.0f, 1.5f, -1.2f, 0.75f}, {1.25f, -1.0f, 2.0f, 0.6f}};
+    for (int64_t nd = 0; nd < 2; ++nd)
+      for (int64_t ch = 0; ch < 4; ++ch) p.row(nd)[8 + ch] = vs[nd][ch];
+    // No v x within 0.02 of a kink (a step of 1e-3 in x or v moves v x by at most
+    // 1e-3 * max(|v|, |x|) < 0.005 here, so it never crosses one).
+    int64_t saturated = 0;
+    for (int64_t nd = 0; nd < 2; ++nd)
+      for (int64_t b = 0; b < 2; ++b)
+        for (int64_t ch = 0; ch < 4; ++ch)
+          for (int64_t i = 0; i < 6; ++i) {
+            const double z = p.row(nd)[8 + ch] * x.sample(nd, b)[ch * 6 + i];
+            ASSERT_GT(std::fabs(std::fabs(z) - 3.0), 0.02) << "seed " << seed;
+            saturated += std::fabs(z) > 3.0;
+          }
+    EXPECT_GT(saturated, 0) << "seed " << seed;
+    SCOPED_TRACE(evo.describe());
+    expect_grads(grad_check(evo, x, p, true, rng), true, seed);
+  }
+}
+
 // ---- composites -------------------------------------------------------------------------------
 
 TEST(BasicBlock, GradientsMatchFiniteDifferences) {
@@ -670,6 +894,8 @@ TEST(NodeIndependence, NodeOneNeverAffectsNodeZero) {
   layers.push_back(std::make_unique<BatchNorm2d>(3));
   layers.push_back(std::make_unique<GroupNorm>(3, 3));
   layers.push_back(std::make_unique<EvoNormS0>(3, 3));
+  layers.push_back(std::make_unique<RangeBatchNorm2d>(3));
+  layers.push_back(std::make_unique<RangeEvoNorm>(3, 3));
   for (auto& l : layers) {
     SCOPED_TRACE(l->describe());
     Layout lay;

@@ -11,6 +11,12 @@
 //   GroupNorm        per-sample statistics over groups of adjacent channels.
 //   EvoNormS0        y = x * sigmoid(v x) / sqrt(Var_group(x) + eps) * gamma + beta
 //                    (docs/ALGORITHMS.md §8; biased variance, eps 1e-5, no running statistics).
+//   RangeBatchNorm2d BatchNorm with a range-based scale instead of the standard deviation
+//                    (Banner et al. 2018, 8-bit training): y = (x - mu) / (s + eps) * gamma + beta,
+//                    s = kRangeScale / sqrt(2 ln m) * mean over K chunks of (max - min);
+//                    running mean and running scale (momentum 0.1) for eval.
+//   RangeEvoNorm     y = x * hsig(v x) / (s + eps) * gamma + beta, s the same chunked range scale
+//                    over the sample's group, hsig(z) = clamp(z/6 + 1/2, 0, 1).
 //   SoftmaxCrossEntropy  mean loss per node, correct counts, dlogits.
 // Threading: OpenMP over (node, sample range) tasks with single-threaded BLAS inside; the first
 // Conv2d/Linear constructed calls openblas_set_num_threads(1) for the process.
@@ -220,6 +226,88 @@ class EvoNormS0 final : public Layer {
   int64_t g_off_ = -1, b_off_ = -1, v_off_ = -1;
   std::vector<float> mean_, rstd_;  // per (node, sample, group)
   std::vector<float> sig_;          // sigmoid(v x) of the last forward, like the input
+};
+
+// ---- range normalization (8-bit friendly: max/min instead of sums of squares) --------------
+//
+// The scale of a set of n elements (a channel over the node's batch and positions for
+// RangeBatchNorm2d; a sample's group of channels for RangeEvoNorm), the code form of Banner et
+// al. 2018 ("Scalable methods for 8-bit training of neural networks", RangeBN):
+//   K = clamp(floor(n / 2), 1, 16) chunks, so that every chunk holds at least 2 elements (fewer
+//       than 16 chunks when n < 32); chunk k holds the elements [floor(k n / K),
+//       floor((k + 1) n / K)) in memory order ((batch, h, w) for a channel, (channel, h, w) for
+//       a group), so chunk sizes differ by at most one when K does not divide n;
+//   s = kRangeScale / sqrt(2 ln m) * (1/K) sum_k (max_k - min_k), m = n / K (mean chunk size),
+//       kRangeScale = 0.175 (1 + sqrt(pi ln 4)) = 0.540208 (the reference code's constant:
+//       for Gaussian data s is 0.85-0.97 sigma for chunk sizes m = 32..8192, 0.52 sigma at
+//       m = 2); s = 0 when n == 1.
+// Outputs divide by (s + eps), eps = 1e-5, which guards a zero range (constant input).
+// Gradients are exact: d s / d x goes to the first arg-max (+) and first arg-min (-) of each
+// chunk, each with weight kRangeScale / (sqrt(2 ln m) K).
+inline constexpr double kRangeScale = 0.540208362487903;  // 0.175 * (1 + sqrt(pi * ln 4))
+inline constexpr int64_t kRangeChunks = 16;
+// Number of chunks for n elements, and the factor kRangeScale / sqrt(2 ln(n / K)) (0 if n < 2).
+int64_t range_chunks(int64_t n);
+double range_scale_factor(int64_t n);
+
+// Range BatchNorm: per (node, channel) over (batch, h, w), mu the batch mean and s the range
+// scale above; train updates running_mean and running_scale (r = (1 - m) r + m stat, momentum
+// 0.1), eval normalizes with them: y = (x - running_mean) / (running_scale + eps) * gamma + beta.
+// Buffers "<name>.running_mean" (init 0) and "<name>.running_scale" (init 1).
+class RangeBatchNorm2d final : public Layer {
+ public:
+  explicit RangeBatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
+  std::string type() const override { return "RangeBatchNorm2d"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 2 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;  // gamma = 1, beta = 0
+  void set_nodes(int64_t nodes) override;  // running_mean = 0, running_scale = 1
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+  std::vector<BufferRef> buffers() override;
+  // [nodes * channels] running statistics.
+  std::vector<float>& running_mean() { return run_mean_; }
+  std::vector<float>& running_scale() { return run_scale_; }
+
+ private:
+  int64_t c_;
+  float momentum_, eps_;
+  int64_t g_off_ = -1, b_off_ = -1;
+  int64_t nodes_ = 0;
+  std::vector<float> run_mean_, run_scale_;
+  // Saved by forward: per (node, channel) mean and 1/(s + eps) used; in train mode the
+  // per-chunk arg-max / arg-min element indices (kRangeChunks slots per (node, channel)).
+  std::vector<float> mean_, inv_;
+  std::vector<int64_t> amax_, amin_;
+  bool train_ = true;
+};
+
+// Range EvoNorm (EvoNorm-S0 with the range scale and a hard sigmoid), per sample and group of
+// C/G adjacent channels: y = x * hsig(v x) / (s + eps) * gamma + beta, hsig(z) = clamp(z/6 +
+// 1/2, 0, 1) (gradient 1/6 for -3 < z < 3, else 0). gamma = v = 1, beta = 0 at init; no running
+// statistics (train and eval compute the same thing).
+class RangeEvoNorm final : public Layer {
+ public:
+  RangeEvoNorm(int64_t groups, int64_t channels, float eps = 1e-5f);
+  std::string type() const override { return "RangeEvoNorm"; }
+  std::string describe() const override;
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 3 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;  // gamma = v = 1, beta = 0
+  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
+  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                const NodeMatrix& params, NodeMatrix& dparams) override;
+
+ private:
+  int64_t g_, c_;
+  float eps_;
+  int64_t g_off_ = -1, b_off_ = -1, v_off_ = -1;
+  std::vector<float> inv_;            // per (node, sample, group): 1 / (s + eps)
+  std::vector<int64_t> amax_, amin_;  // per (node, sample, group): kRangeChunks slots
 };
 
 // Softmax cross-entropy over logits [nodes, batch, classes, 1, 1] and int32 labels

@@ -47,8 +47,8 @@ class Sequential final : public Layer {
 };
 
 // ResNet basic block: out = act(main(x) + shortcut(x)), main = conv3x3(s)-norm-relu-conv3x3-norm
-// (EvoNorm-S0 replaces norm+relu, and then `act` is the identity as well), shortcut = identity,
-// ZeroPadShortcut (option A) or conv1x1(s)-norm (option B).
+// (EvoNorm-S0 and Range EvoNorm replace norm+relu, and then `act` is the identity as well),
+// shortcut = identity, ZeroPadShortcut (option A) or conv1x1(s)-norm (option B).
 class BasicBlock final : public Layer {
  public:
   BasicBlock(std::unique_ptr<Sequential> main, std::unique_ptr<Sequential> shortcut, bool relu_out);
@@ -76,12 +76,13 @@ class BasicBlock final : public Layer {
 struct ModelSpec {
   // "lenet5", "resnet20|32|44|56|110", "resnet<6n+2>", "vgg11", "mlp".
   std::string name = "lenet5";
-  // "batch", "group", "evonorm", "none"; empty: the model's default (batch for ResNet, none
-  // otherwise). LeNet-5 and VGG-11 put the norm after every convolution; MLP takes none.
+  // "batch", "group", "evonorm", "rangebn" (RangeBatchNorm2d), "rangeevo" (RangeEvoNorm),
+  // "none"; empty: the model's default (batch for ResNet, none otherwise). LeNet-5 and VGG-11
+  // put the norm after every convolution; MLP takes none.
   std::string norm;
-  // Group count for GroupNorm/EvoNorm: at most one of these may be set (> 0). Defaults:
-  // GroupNorm group size 2 for ResNet/VGG (Sparse-Push Fig. 6), EvoNorm 8 groups; LeNet-5
-  // (6 and 16 channels) 2 groups for both.
+  // Group count for GroupNorm/EvoNorm/RangeEvoNorm: at most one of these may be set (> 0).
+  // Defaults: GroupNorm group size 2 for ResNet/VGG (Sparse-Push Fig. 6), EvoNorm and
+  // RangeEvoNorm 8 groups; LeNet-5 (6 and 16 channels) 2 groups for all three.
   int64_t groups = 0;
   int64_t group_size = 0;
   int64_t in_c = 1, in_h = 28, in_w = 28;

@@ -47,7 +47,7 @@ struct TrainConfig {
   std::string skewscout_grid;  // empty: the knob's default grid
   // model
   std::string model = "lenet5";
-  std::string norm = "group";  // batch | group | evonorm | none
+  std::string norm = "group";  // batch | group | evonorm | rangebn | rangeevo | none
   int64_t groups = 0;          // 0: the model's default
   int64_t group_size = 0;
   std::string shortcut = "zeropad";             // zeropad | conv1x1

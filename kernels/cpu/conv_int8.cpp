@@ -64,10 +64,11 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
   return t;
 }
 
-// --- Tap sums shared by the fast paths (the reference computes them in its own loops) ------
+// --- Tap sums of the oneDNN fast paths (the reference computes them in its own loops) ------
 
 // sum_a[b, p] and sum_w[c, p], n[p] of the forward pass, through channel sums and box sums.
-void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw, Int8Parts& out) {
+[[maybe_unused]] void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw,
+                                        Int8Parts& out) {
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   std::vector<int32_t> cs(static_cast<size_t>(s.batch * hw), 0);
 #pragma omp parallel for schedule(static)
@@ -110,7 +111,8 @@ void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw,
 }
 
 // sum_a[b, p], sum_w[ci, p] and n[p] of the backward-data pass.
-void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw, Int8Parts& out) {
+[[maybe_unused]] void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw,
+                                         Int8Parts& out) {
   const int64_t oh = s.oh(), ow = s.ow(), ohw = oh * ow, hw = s.h * s.w, khw = s.kh * s.kw;
   const auto tr = backward_taps(s.h, oh, s.sh, s.ph, s.kh);
   const auto tc = backward_taps(s.w, ow, s.sw, s.pw, s.kw);
@@ -149,7 +151,7 @@ void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw
 
 // acc[b, c, p] += 128 sum_a[b, p]: from sum q_a (q_w - 128) to sum q_a q_w, exactly (the result
 // is the exact sum, within int32 by the reduction-length bound).
-void add_offset(Int8Parts& parts) {
+[[maybe_unused]] void add_offset(Int8Parts& parts) {
 #pragma omp parallel for schedule(static)
   for (int64_t bc = 0; bc < parts.batch * parts.channels; ++bc) {
     const int64_t b = bc / parts.channels;
@@ -163,7 +165,7 @@ void to_s8(const uint8_t* q, int64_t n, int8_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(q[i]) - 128);
 }
 
-bool onednn_exact() {
+[[maybe_unused]] bool onednn_exact() {
   static const bool exact = gemm_int8_path().rfind("onednn", 0) == 0;
   return exact;
 }

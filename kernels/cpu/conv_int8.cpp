@@ -78,16 +78,26 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
       const uint8_t* x = qx + (b * s.cin + ci) * hw;
       for (int64_t p = 0; p < hw; ++p) c[p] += x[p];
     }
+    // Box sums, tap by tap over whole output rows (contiguous for stride 1).
+    int32_t* sa = out.sum_a.data() + b * oh * ow;
+    std::fill(sa, sa + oh * ow, 0);
     for (int64_t i = 0; i < oh; ++i) {
       const TapRange rr = forward_taps(i, s.sh, s.ph, s.kh, s.h);
-      for (int64_t j = 0; j < ow; ++j) {
-        const TapRange sr = forward_taps(j, s.sw, s.pw, s.kw, s.w);
-        int32_t acc = 0;
-        for (int64_t r = rr.lo; r < rr.hi; ++r) {
-          const int32_t* row = c + (i * s.sh - s.ph + r) * s.w + (j * s.sw - s.pw);
-          for (int64_t q = sr.lo; q < sr.hi; ++q) acc += row[q];
+      int32_t* srow = sa + i * ow;
+      for (int64_t r = rr.lo; r < rr.hi; ++r) {
+        const int32_t* crow = c + (i * s.sh - s.ph + r) * s.w;
+        for (int64_t q = 0; q < s.kw; ++q) {
+          // Output columns j whose tap q reads a real column: 0 <= j sw - pw + q < w.
+          const int64_t lo_num = s.pw - q, hi_num = s.w - 1 + s.pw - q;
+          const int64_t jlo = lo_num <= 0 ? 0 : (lo_num + s.sw - 1) / s.sw;
+          const int64_t jhi = hi_num < 0 ? 0 : std::min(ow, hi_num / s.sw + 1);
+          const int64_t off = q - s.pw;
+          if (s.sw == 1) {
+            for (int64_t j = jlo; j < jhi; ++j) srow[j] += crow[j + off];
+          } else {
+            for (int64_t j = jlo; j < jhi; ++j) srow[j] += crow[j * s.sw + off];
+          }
         }
-        out.sum_a[b * oh * ow + i * ow + j] = acc;
       }
     }
   }
@@ -176,23 +186,44 @@ void Int8Parts::resize(int64_t b, int64_t c, int64_t p) {
   batch = b;
   channels = c;
   positions = p;
-  acc.assign(static_cast<size_t>(b * c * p), 0);
-  sum_a.assign(static_cast<size_t>(b * p), 0);
-  sum_w.assign(static_cast<size_t>(c * p), 0);
-  n.assign(static_cast<size_t>(p), 0);
+  acc.resize(static_cast<size_t>(b * c * p));
+  sum_a.resize(static_cast<size_t>(b * p));
+  sum_w.resize(static_cast<size_t>(c * p));
+  n.resize(static_cast<size_t>(p));
 }
+
+namespace {
+
+// One row of the tensor epilogue; compiled for AVX-512 too (picked at load time), which changes
+// no bit: the same IEEE operations in the same order, no FMA (-ffp-contract=off).
+__attribute__((target_clones("avx512f", "default"))) void epilogue_row(
+    int64_t np, double ka, const int32_t* acc, const double* a1, const double* a2, const double* a3,
+    float* out) {
+  for (int64_t p = 0; p < np; ++p)
+    out[p] = static_cast<float>(((ka * static_cast<double>(acc[p]) + a1[p]) + a2[p]) + a3[p]);
+}
+
+}  // namespace
 
 void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y) {
   const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
-  const int64_t np = parts.positions, nc = parts.channels;
+  const int64_t np = parts.positions, nc = parts.channels, nb = parts.batch;
+  // The products B sum_a, C sum_w and D n of int8_epilogue(k, ...), each the same rounded fp64
+  // product, computed once per (b, p), (c, p) and p; the loop below then adds in the same order.
+  std::vector<double> t1(static_cast<size_t>(nb * np)), t2(static_cast<size_t>(nc * np)),
+      t3(static_cast<size_t>(np));
+  for (int64_t e = 0; e < nb * np; ++e) t1[e] = k.b * static_cast<double>(parts.sum_a[e]);
+  for (int64_t e = 0; e < nc * np; ++e) t2[e] = k.c * static_cast<double>(parts.sum_w[e]);
+  for (int64_t p = 0; p < np; ++p) t3[p] = k.d * static_cast<double>(parts.n[p]);
 #pragma omp parallel for schedule(static)
-  for (int64_t bc = 0; bc < parts.batch * nc; ++bc) {
+  for (int64_t bc = 0; bc < nb * nc; ++bc) {
     const int64_t b = bc / nc, c = bc % nc;
     const int32_t* acc = parts.acc.data() + bc * np;
-    const int32_t* sa = parts.sum_a.data() + b * np;
-    const int32_t* sw = parts.sum_w.data() + c * np;
+    const double* a1 = t1.data() + b * np;
+    const double* a2 = t2.data() + c * np;
+    const double* a3 = t3.data();
     float* out = y + bc * np;
-    for (int64_t p = 0; p < np; ++p) out[p] = int8_epilogue(k, acc[p], sa[p], sw[p], parts.n[p]);
+    epilogue_row(np, k.a, acc, a1, a2, a3, out);
   }
 }
 
@@ -485,7 +516,9 @@ void ConvInt8Plan::backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int
     }
   }
   if (impl_ && impl_->bwd) {
-    out.resize(s.batch, s.cin, s.h * s.w);  // zeros: rows / columns past the reach stay 0
+    out.resize(s.batch, s.cin, s.h * s.w);
+    if (impl_->bwd_h < s.h || impl_->bwd_w < s.w)  // rows / columns past the reach: no tap
+      std::fill(out.acc.begin(), out.acc.end(), 0);
     impl_->w_s8.resize(static_cast<size_t>(s.w_size()));
     to_s8(qw, s.w_size(), impl_->w_s8.data());
     try {

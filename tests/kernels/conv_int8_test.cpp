@@ -318,6 +318,28 @@ TEST(ConvInt8, EpilogueOrder) {
   const double t0 = k.a * acc, t1 = k.b * sa, t2 = k.c * sw, t3 = k.d * n;
   const double want = ((t0 + t1) + t2) + t3;
   EXPECT_EQ(int8_epilogue(k, acc, sa, sw, n), static_cast<float>(want));
+  // The tensor epilogue (what the ops run) gives the bits of the element function (what a GPU
+  // port runs) on random parts, cancellation-heavy parameters included.
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<int32_t> big(-2000000000, 2000000000), small(0, 5000000);
+  Int8Parts parts;
+  parts.resize(3, 5, 7);
+  for (auto& v : parts.acc) v = big(rng);
+  for (auto& v : parts.sum_a) v = small(rng);
+  for (auto& v : parts.sum_w) v = small(rng);
+  for (auto& v : parts.n) v = small(rng) % 600;
+  for (auto [pa, pw] : {std::pair{a, w}, std::pair{kG, kW}, std::pair{kX, qparams(-1.0f, 1.0f)}}) {
+    std::vector<float> y(3 * 5 * 7);
+    int8_epilogue(parts, pa, pw, y.data());
+    const Int8EpilogueCoeffs kk = int8_epilogue_coeffs(pa, pw);
+    for (int64_t b = 0; b < 3; ++b)
+      for (int64_t c = 0; c < 5; ++c)
+        for (int64_t p = 0; p < 7; ++p) {
+          const float e = int8_epilogue(kk, parts.acc[(b * 5 + c) * 7 + p], parts.sum_a[b * 7 + p],
+                                        parts.sum_w[c * 7 + p], parts.n[p]);
+          EXPECT_EQ(std::memcmp(&e, &y[(b * 5 + c) * 7 + p], sizeof(float)), 0) << b << c << p;
+        }
+  }
 }
 
 void check_linear(int64_t batch, int64_t in, int64_t out, Fill fa, Fill fw, uint64_t seed) {

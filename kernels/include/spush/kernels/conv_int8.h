@@ -48,11 +48,11 @@ namespace spush::kernels {
 // The integer part of an op with output [batch, channels, positions].
 struct Int8Parts {
   int64_t batch = 0, channels = 0, positions = 0;
-  std::vector<int32_t> acc;    // [batch, channels, positions]
-  std::vector<int32_t> sum_a;  // [batch, positions]
-  std::vector<int32_t> sum_w;  // [channels, positions]
-  std::vector<int32_t> n;      // [positions]
-  void resize(int64_t b, int64_t c, int64_t p);
+  std::vector<int32_t> acc;                      // [batch, channels, positions]
+  std::vector<int32_t> sum_a;                    // [batch, positions]
+  std::vector<int32_t> sum_w;                    // [channels, positions]
+  std::vector<int32_t> n;                        // [positions]
+  void resize(int64_t b, int64_t c, int64_t p);  // sizes only: the contents are unspecified
   bool operator==(const Int8Parts&) const = default;
 };
 

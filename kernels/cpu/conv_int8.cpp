@@ -18,6 +18,10 @@
 namespace spush::kernels {
 namespace {
 
+// Work (elements or multiply-adds) below which a loop runs on one thread: an OpenMP region costs
+// microseconds, and far more on a machine whose cores are busy with other jobs.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
 void check_forward(const ConvShape& s, const char* who) {
   s.check(who);
   if (s.k() > kMaxInt8GemmK)
@@ -71,7 +75,7 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
                                         Int8Parts& out) {
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   std::vector<int32_t> cs(static_cast<size_t>(s.batch * hw), 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.x_size() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b) {
     int32_t* c = cs.data() + b * hw;
     for (int64_t ci = 0; ci < s.cin; ++ci) {
@@ -127,7 +131,7 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
   const auto tr = backward_taps(s.h, oh, s.sh, s.ph, s.kh);
   const auto tc = backward_taps(s.w, ow, s.sw, s.pw, s.kw);
   std::vector<int32_t> cs(static_cast<size_t>(s.batch * ohw), 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.y_size() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b) {
     int32_t* c = cs.data() + b * ohw;
     for (int64_t co = 0; co < s.cout; ++co) {
@@ -162,7 +166,7 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
 // acc[b, c, p] += 128 sum_a[b, p]: from sum q_a (q_w - 128) to sum q_a q_w, exactly (the result
 // is the exact sum, within int32 by the reduction-length bound).
 [[maybe_unused]] void add_offset(Int8Parts& parts) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parts.acc.size() > kParallelMin)
   for (int64_t bc = 0; bc < parts.batch * parts.channels; ++bc) {
     const int64_t b = bc / parts.channels;
     int32_t* a = parts.acc.data() + bc * parts.positions;
@@ -215,7 +219,7 @@ void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y) {
   for (int64_t e = 0; e < nb * np; ++e) t1[e] = k.b * static_cast<double>(parts.sum_a[e]);
   for (int64_t e = 0; e < nc * np; ++e) t2[e] = k.c * static_cast<double>(parts.sum_w[e]);
   for (int64_t p = 0; p < np; ++p) t3[p] = k.d * static_cast<double>(parts.n[p]);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb * nc * np > kParallelMin)
   for (int64_t bc = 0; bc < nb * nc; ++bc) {
     const int64_t b = bc / nc, c = bc % nc;
     const int32_t* acc = parts.acc.data() + bc * np;
@@ -235,7 +239,7 @@ void conv_u8_forward_parts_ref(const ConvShape& s, const uint8_t* qx, const uint
   check_ptrs("conv_u8_forward_parts_ref", qx, qw, qw);
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   out.resize(s.batch, s.cout, oh * ow);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (s.macs() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t co = 0; co < s.cout; ++co)
       for (int64_t i = 0; i < oh; ++i)
@@ -278,7 +282,7 @@ void conv_u8_backward_data_parts_ref(const ConvShape& s, const uint8_t* qg, cons
   check_ptrs("conv_u8_backward_data_parts_ref", qg, qw, qw);
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   out.resize(s.batch, s.cin, hw);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (s.macs() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t ci = 0; ci < s.cin; ++ci)
       for (int64_t y = 0; y < s.h; ++y)
@@ -559,7 +563,7 @@ void check_linear(const char* who, int64_t batch, int64_t in, int64_t out, int64
 
 // sum_a[b] = sum of row b of a [batch, k]; sum_w[c] and n for the linear parts.
 void row_sums(const uint8_t* a, int64_t rows, int64_t k, int32_t* out) {
-#pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * k > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     int32_t s = 0;
     for (int64_t i = 0; i < k; ++i) s += a[r * k + i];

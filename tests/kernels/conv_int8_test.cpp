@@ -256,8 +256,11 @@ TEST(ConvInt8, ExtremeCodes) {
                           std::pair{Fill::kMax, Fill::kZero}, std::pair{Fill::kZero, Fill::kMax},
                           std::pair{Fill::kHigh, Fill::kLow}, std::pair{Fill::kHigh, Fill::kHigh},
                           std::pair{Fill::kLow, Fill::kHigh}}) {
+      // The 512-channel shape (raw sums near 1.5e8) with the skewed fills only; fp64 on the
+      // smaller shapes.
+      if (s.cin == 512 && fx != Fill::kHigh) continue;
       check_forward(s, fx, fw, 7, s.cin <= 64);
-      check_backward(s, fx, fw, 9, s.cin <= 64);
+      check_backward(s, fx, fw, 9, s.cin <= 16);
     }
 }
 

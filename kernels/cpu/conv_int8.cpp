@@ -68,6 +68,17 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
   return t;
 }
 
+// The output columns j in [lo, hi) whose kernel column q reads a real input column:
+// 0 <= j sw - pw + q < w, 0 <= j < ow.
+struct ColumnRange {
+  int64_t lo, hi;
+};
+ColumnRange tap_columns(int64_t q, int64_t sw, int64_t pw, int64_t w, int64_t ow) {
+  const int64_t lo_num = pw - q, hi_num = w - 1 + pw - q;
+  return ColumnRange{lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw,
+                     hi_num < 0 ? 0 : std::min(ow, hi_num / sw + 1)};
+}
+
 // --- Tap sums of the oneDNN fast paths (the reference computes them in its own loops) ------
 
 // sum_a[b, p] and sum_w[c, p], n[p] of the forward pass, through channel sums and box sums.
@@ -91,15 +102,12 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
       for (int64_t r = rr.lo; r < rr.hi; ++r) {
         const int32_t* crow = c + (i * s.sh - s.ph + r) * s.w;
         for (int64_t q = 0; q < s.kw; ++q) {
-          // Output columns j whose tap q reads a real column: 0 <= j sw - pw + q < w.
-          const int64_t lo_num = s.pw - q, hi_num = s.w - 1 + s.pw - q;
-          const int64_t jlo = lo_num <= 0 ? 0 : (lo_num + s.sw - 1) / s.sw;
-          const int64_t jhi = hi_num < 0 ? 0 : std::min(ow, hi_num / s.sw + 1);
+          const ColumnRange cr = tap_columns(q, s.sw, s.pw, s.w, ow);
           const int64_t off = q - s.pw;
           if (s.sw == 1) {
-            for (int64_t j = jlo; j < jhi; ++j) srow[j] += crow[j + off];
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j] += crow[j + off];
           } else {
-            for (int64_t j = jlo; j < jhi; ++j) srow[j] += crow[j * s.sw + off];
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j] += crow[j * s.sw + off];
           }
         }
       }
@@ -138,13 +146,27 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
       const uint8_t* g = qg + (b * s.cout + co) * ohw;
       for (int64_t p = 0; p < ohw; ++p) c[p] += g[p];
     }
-    for (int64_t y = 0; y < s.h; ++y)
-      for (int64_t x = 0; x < s.w; ++x) {
-        int32_t acc = 0;
-        for (const auto& [r, i] : tr[y])
-          for (const auto& [q, j] : tc[x]) acc += c[i * ow + j];
-        out.sum_a[b * hw + y * s.w + x] = acc;
+    // The transposed box sum, scattered tap by tap over whole rows of c (contiguous for
+    // stride 1): c[i, j] goes to every input position (i sh - ph + r, j sw - pw + q) it reaches.
+    int32_t* sa = out.sum_a.data() + b * hw;
+    std::fill(sa, sa + hw, 0);
+    for (int64_t i = 0; i < oh; ++i) {
+      const int32_t* crow = c + i * ow;
+      for (int64_t r = 0; r < s.kh; ++r) {
+        const int64_t y = i * s.sh - s.ph + r;
+        if (y < 0 || y >= s.h) continue;
+        int32_t* srow = sa + y * s.w;
+        for (int64_t q = 0; q < s.kw; ++q) {
+          const ColumnRange cr = tap_columns(q, s.sw, s.pw, s.w, ow);
+          const int64_t off = q - s.pw;
+          if (s.sw == 1) {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j + off] += crow[j];
+          } else {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j * s.sw + off] += crow[j];
+          }
+        }
       }
+    }
   }
   std::vector<int32_t> ws(static_cast<size_t>(s.cin * khw), 0);
   for (int64_t co = 0; co < s.cout; ++co)

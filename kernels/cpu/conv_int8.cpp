@@ -413,7 +413,7 @@ dnnl::primitive_attr user_scratchpad() {
 struct ConvInt8Plan::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream st{eng};
-  std::unique_ptr<DnnlOp> fwd, bwd;
+  std::unique_ptr<DnnlOp> fwd;
   std::string fwd_error, bwd_error;  // creation failed: the reference runs
   std::vector<int8_t> w_s8;
   int64_t bwd_h = 0, bwd_w = 0;  // rows / columns of dx the deconvolution produces
@@ -436,14 +436,24 @@ struct ConvInt8Plan::Impl {
     fwd = std::move(op);
   }
 
-  void make_backward(const ConvShape& s) {
-    // dx rows the transposed convolution reaches: (oh - 1) sh - ph + kh, at most h (rows
-    // beyond it, left by a stride that does not divide h + 2 ph - kh, receive no tap).
+  // oneDNN 2.6's int8 deconvolution (AMX) carries its int32 sums through fp32 on the way out:
+  // exact only while |R| <= 2^24. Each |q_g (q_w - 128)| <= 255 * 128 and a dx element has at
+  // most cout ceil(kh / sh) ceil(kw / sw) taps, so the output channels of the gradient are cut
+  // into chunks small enough to stay within 2^24 and the chunks' exact int32 sums are added.
+  static constexpr int64_t kExactDeconvSum = int64_t{1} << 24;
+
+  struct BwdChunk {
+    int64_t co0, cc;
+    DnnlOp* op;
+  };
+  std::vector<std::unique_ptr<DnnlOp>> bwd_ops;
+  std::vector<BwdChunk> bwd_chunks;
+  std::vector<int32_t> bwd_tmp;  // the sums of the chunks after the first
+
+  DnnlOp* make_deconv(const ConvShape& s, int64_t cc) {
     const int64_t full_h = (s.oh() - 1) * s.sh - s.ph + s.kh;
     const int64_t full_w = (s.ow() - 1) * s.sw - s.pw + s.kw;
-    bwd_h = std::min(s.h, full_h);
-    bwd_w = std::min(s.w, full_w);
-    const memory::dims src{s.batch, s.cout, s.oh(), s.ow()}, wei{s.cin, s.cout, s.kh, s.kw},
+    const memory::dims src{s.batch, cc, s.oh(), s.ow()}, wei{s.cin, cc, s.kh, s.kw},
         dst{s.batch, s.cin, bwd_h, bwd_w};
     const memory::desc src_any(src, dt::u8, tag::any), wei_any(wei, dt::s8, tag::any),
         dst_any(dst, dt::s32, tag::any);
@@ -453,14 +463,64 @@ struct ConvInt8Plan::Impl {
     const dnnl::deconvolution_forward::primitive_desc pd(d, user_scratchpad(), eng);
     auto op = std::make_unique<DnnlOp>();
     op->prim = dnnl::deconvolution_forward(pd);
-    // Weights of the deconvolution: logical (cin, cout, kh, kw); spush's [cout, cin, kh, kw]
-    // buffer is that tensor in iohw order. dx rows / columns past the reach stay 0: the
-    // destination is a strided view of the [batch, cin, h, w] buffer.
+    // Source: channels co0 .. co0 + cc - 1 of the [batch, cout, oh, ow] gradient (a strided
+    // view). Weights of the deconvolution: logical (cin, cc, kh, kw); rows co0 .. of spush's
+    // [cout, cin, kh, kw] buffer are that tensor in iohw order. Destination: a strided view of a
+    // [batch, cin, h, w] buffer (dx rows / columns past the reach are not written).
+    const int64_t ohw = s.oh() * s.ow();
+    const memory::desc src_user(src, dt::u8, memory::dims{s.cout * ohw, ohw, s.ow(), 1});
     const memory::desc dst_user(dst, dt::s32, memory::dims{s.cin * s.h * s.w, s.h * s.w, s.w, 1});
-    op->setup(eng, pd, memory::desc(src, dt::u8, tag::nchw), memory::desc(wei, dt::s8, tag::iohw),
-              dst_user);
-    bwd = std::move(op);
+    op->setup(eng, pd, src_user, memory::desc(wei, dt::s8, tag::iohw), dst_user);
+    bwd_ops.push_back(std::move(op));
+    return bwd_ops.back().get();
   }
+
+  void make_backward(const ConvShape& s) {
+    // dx rows the transposed convolution reaches: (oh - 1) sh - ph + kh, at most h (rows
+    // beyond it, left by a stride that does not divide h + 2 ph - kh, receive no tap).
+    bwd_h = std::min(s.h, (s.oh() - 1) * s.sh - s.ph + s.kh);
+    bwd_w = std::min(s.w, (s.ow() - 1) * s.sw - s.pw + s.kw);
+    const int64_t taps = ((s.kh + s.sh - 1) / s.sh) * ((s.kw + s.sw - 1) / s.sw);
+    const int64_t cc_max = kExactDeconvSum / (255 * 128 * taps);
+    if (cc_max == 0) {
+      bwd_error = fmt::format("{} taps per output channel exceed the exact range", taps);
+      return;
+    }
+    const int64_t nchunks = (s.cout + cc_max - 1) / cc_max;
+    const int64_t cc = (s.cout + nchunks - 1) / nchunks;
+    DnnlOp* full = nullptr;
+    DnnlOp* last = nullptr;
+    for (int64_t co0 = 0; co0 < s.cout; co0 += cc) {
+      const int64_t n = std::min(cc, s.cout - co0);
+      DnnlOp*& op = n == cc ? full : last;
+      if (op == nullptr) op = make_deconv(s, n);
+      bwd_chunks.push_back(BwdChunk{co0, n, op});
+    }
+    if (bwd_chunks.size() > 1) bwd_tmp.assign(static_cast<size_t>(s.x_size()), 0);
+    bwd = true;
+  }
+
+  // acc = sum over the chunks of the deconvolution of q_g with q_w - 128.
+  void run_backward(const ConvShape& s, const uint8_t* qg, int32_t* acc) {
+    const int64_t ohw = s.oh() * s.ow(), wk = s.cin * s.kh * s.kw;
+    for (size_t k = 0; k < bwd_chunks.size(); ++k) {
+      const BwdChunk& c = bwd_chunks[k];
+      int32_t* dst = k == 0 ? acc : bwd_tmp.data();
+      c.op->run(st, qg + c.co0 * ohw, w_s8.data() + c.co0 * wk, dst);
+      if (k == 0) continue;
+      const int64_t n = s.x_size();
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+      for (int64_t e = 0; e < n; ++e) acc[e] += bwd_tmp[e];
+    }
+  }
+
+  std::string bwd_info() const {
+    std::string s = bwd_ops.empty() ? "" : bwd_ops.front()->info;
+    if (bwd_chunks.size() > 1)
+      s += fmt::format(" ({} chunks of output channels)", bwd_chunks.size());
+    return s;
+  }
+  bool bwd = false;
 };
 
 #else
@@ -484,7 +544,7 @@ std::string ConvInt8Plan::impl_info() const {
   std::string s;
   if (impl_->fwd) s += "forward: " + impl_->fwd->info;
   if (!impl_->fwd_error.empty()) s += "forward: reference (" + impl_->fwd_error + ")";
-  if (impl_->bwd) s += std::string(s.empty() ? "" : "; ") + "backward-data: " + impl_->bwd->info;
+  if (impl_->bwd) s += std::string(s.empty() ? "" : "; ") + "backward-data: " + impl_->bwd_info();
   if (!impl_->bwd_error.empty())
     s += std::string(s.empty() ? "" : "; ") + "backward-data: reference (" + impl_->bwd_error + ")";
   return s;
@@ -548,7 +608,7 @@ void ConvInt8Plan::backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int
     impl_->w_s8.resize(static_cast<size_t>(s.w_size()));
     to_s8(qw, s.w_size(), impl_->w_s8.data());
     try {
-      impl_->bwd->run(impl_->st, qg, impl_->w_s8.data(), out.acc.data());
+      impl_->run_backward(s, qg, out.acc.data());
     } catch (const dnnl::error& e) {
       throw std::runtime_error(
           fmt::format("ConvInt8Plan::backward_data ({}): oneDNN: {}", s.str(), e.what()));

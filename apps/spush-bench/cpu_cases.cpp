@@ -4,14 +4,18 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "bench.h"
+#include "resnet20_convs.h"
 #include "spush/kernels/compress.h"
+#include "spush/kernels/conv_int8.h"
 #include "spush/kernels/gemm_int8.h"
 #include "spush/kernels/mixing.h"
+#include "spush/kernels/quantize.h"
 #include "spush/kernels/segments.h"
 #include "spush/kernels/topk.h"
 
@@ -154,6 +158,97 @@ class CpuGemm : public Instance {
   std::vector<float> af_, bf_, cf_;
 };
 
+// quantize_u8 (nearest-even or stochastic) or dequantize_u8 of n N(0, 1) values on their
+// min / max range; the stochastic key's iteration advances per run.
+class CpuQuantize : public Instance {
+ public:
+  CpuQuantize(const std::string& mode, int64_t n) : mode_(mode), n_(n) {
+    x_ = host_values(Dist::kNormal, 41, n);
+    q_.resize(static_cast<size_t>(n));
+    const kernels::Range r = kernels::minmax(x_.data(), n);
+    p_ = kernels::qparams(r.lo, r.hi);
+    kernels::quantize_u8(x_.data(), n, p_, kernels::Rounding::kNearestEven, {}, q_.data());
+  }
+  void run(int) override {
+    if (mode_ == "dequantize") {
+      kernels::dequantize_u8(q_.data(), n_, p_, x_.data());
+      return;
+    }
+    const kernels::Rounding r =
+        mode_ == "nearest" ? kernels::Rounding::kNearestEven : kernels::Rounding::kStochastic;
+    kernels::quantize_u8(x_.data(), n_, p_, r, kernels::StochasticKey{5, 0, iteration_++, 0},
+                         q_.data());
+  }
+
+ private:
+  std::string mode_;
+  int64_t n_;
+  std::vector<float> x_;
+  std::vector<uint8_t> q_;
+  kernels::QParams p_;
+  uint64_t iteration_ = 0;
+};
+
+// The 8-bit convolution of every node's minibatch (each node its own codes and weights), one
+// layer shape: forward or backward-data; impl "spush" is ConvInt8Plan (oneDNN when available),
+// "reference" the specification loops. check() compares spush with the reference on the first
+// and last node, bit for bit.
+class CpuConvInt8 : public Instance {
+ public:
+  CpuConvInt8(const std::string& impl, bool backward, int nodes, const kernels::ConvShape& s)
+      : impl_(impl), backward_(backward), nodes_(nodes), s_(s), plan_(s) {
+    std::mt19937_64 rng(51);
+    std::uniform_int_distribution<int> u8(0, 255);
+    in_size_ = backward_ ? s.y_size() : s.x_size();
+    out_size_ = backward_ ? s.x_size() : s.y_size();
+    in_.resize(static_cast<size_t>(nodes * in_size_));
+    w_.resize(static_cast<size_t>(nodes * s.w_size()));
+    out_.resize(static_cast<size_t>(nodes * out_size_));
+    for (auto& v : in_) v = static_cast<uint8_t>(u8(rng));
+    for (auto& v : w_) v = static_cast<uint8_t>(u8(rng));
+  }
+  void run(int) override {
+    for (int m = 0; m < nodes_; ++m) run_node(m, impl_ == "spush", out_.data() + m * out_size_);
+  }
+  std::string check() override {
+    if (impl_ != "spush") return "-";
+    run(0);
+    std::vector<float> ref(static_cast<size_t>(out_size_));
+    for (int m : {0, nodes_ - 1}) {
+      run_node(m, false, ref.data());
+      if (std::memcmp(ref.data(), out_.data() + m * out_size_, ref.size() * sizeof(float)) != 0)
+        return "FAIL: node " + std::to_string(m) + " differs from the reference";
+    }
+    return "ok";
+  }
+
+ private:
+  void run_node(int m, bool fast, float* out) {
+    const uint8_t* in = in_.data() + m * in_size_;
+    const uint8_t* w = w_.data() + m * s_.w_size();
+    const kernels::QParams pa = kernels::qparams(-1.0f, 3.0f), pw = kernels::qparams(-0.2f, 0.2f);
+    if (backward_) {
+      if (fast)
+        plan_.backward_data(in, pa, w, pw, out);
+      else
+        kernels::conv_u8_backward_data_ref(s_, in, pa, w, pw, out);
+    } else {
+      if (fast)
+        plan_.forward(in, pa, w, pw, out);
+      else
+        kernels::conv_u8_forward_ref(s_, in, pa, w, pw, out);
+    }
+  }
+  std::string impl_;
+  bool backward_;
+  int nodes_;
+  kernels::ConvShape s_;
+  kernels::ConvInt8Plan plan_;
+  int64_t in_size_ = 0, out_size_ = 0;
+  std::vector<uint8_t> in_, w_;
+  std::vector<float> out_;
+};
+
 CaseInfo info(const std::string& op, int64_t n, int64_t rows, const std::string& param,
               const std::string& dist, double bytes, int iterations) {
   CaseInfo i;
@@ -273,6 +368,43 @@ std::vector<Case> cpu_cases(const Options& opt) {
       i.ops = ops;
       cases.push_back(
           {i, [impl, g](void*) { return std::make_unique<CpuGemm>(impl, g.m, g.n, g.k); }});
+    }
+  }
+  // 8-bit quantization of 2^22 values (2^20 with --quick): bytes = 4 read + 1 written.
+  {
+    const int64_t n = opt.quick ? int64_t{1} << 20 : int64_t{1} << 22;
+    for (const char* mode : {"nearest", "stochastic", "dequantize"}) {
+      CaseInfo i = info(std::string(mode) == "dequantize" ? "dequantize_u8" : "quantize_u8", n, 1,
+                        mode, "normal", 5.0 * static_cast<double>(n), 20);
+      i.impl = "spush";
+      cases.push_back({i, [mode = std::string(mode), n](void*) {
+                         return std::make_unique<CpuQuantize>(mode, n);
+                       }});
+    }
+  }
+  // 8-bit convolutions of ResNet-20's layer shapes, batch 32 per node, 4 and 16 nodes (4 only
+  // with --quick); the reference loops at 4 nodes. ops = 2 * MACs over all nodes; bytes = the
+  // u8 input and weights read and the fp32 output written, per node.
+  for (int nodes : opt.quick ? std::vector<int>{4} : std::vector<int>{4, 16}) {
+    for (const Resnet20Conv& c : resnet20_convs(32)) {
+      for (bool backward : {false, true}) {
+        const kernels::ConvShape s = c.shape;
+        const double in = static_cast<double>(backward ? s.y_size() : s.x_size());
+        const double out = static_cast<double>(backward ? s.x_size() : s.y_size());
+        std::vector<std::string> impls{"spush"};
+        if (nodes == 4) impls.push_back("reference");
+        for (const std::string& impl : impls) {
+          CaseInfo i = info(backward ? "conv_u8_bwd_data" : "conv_u8_fwd", s.batch, nodes,
+                            std::string(c.name), "uniform",
+                            nodes * (in + static_cast<double>(s.w_size()) + 4.0 * out),
+                            impl == "spush" ? 10 : 2);
+          i.impl = impl;
+          i.ops = 2.0 * static_cast<double>(s.macs()) * nodes;
+          cases.push_back({i, [impl, backward, nodes, s](void*) {
+                             return std::make_unique<CpuConvInt8>(impl, backward, nodes, s);
+                           }});
+        }
+      }
     }
   }
   return cases;

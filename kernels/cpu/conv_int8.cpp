@@ -18,6 +18,10 @@
 namespace spush::kernels {
 namespace {
 
+// Work (elements or multiply-adds) below which a loop runs on one thread: an OpenMP region costs
+// microseconds, and far more on a machine whose cores are busy with other jobs.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
 void check_forward(const ConvShape& s, const char* who) {
   s.check(who);
   if (s.k() > kMaxInt8GemmK)
@@ -64,29 +68,48 @@ std::vector<std::vector<std::pair<int64_t, int64_t>>> backward_taps(int64_t in, 
   return t;
 }
 
-// --- Tap sums shared by the fast paths (the reference computes them in its own loops) ------
+// The output columns j in [lo, hi) whose kernel column q reads a real input column:
+// 0 <= j sw - pw + q < w, 0 <= j < ow.
+struct ColumnRange {
+  int64_t lo, hi;
+};
+ColumnRange tap_columns(int64_t q, int64_t sw, int64_t pw, int64_t w, int64_t ow) {
+  const int64_t lo_num = pw - q, hi_num = w - 1 + pw - q;
+  return ColumnRange{lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw,
+                     hi_num < 0 ? 0 : std::min(ow, hi_num / sw + 1)};
+}
+
+// --- Tap sums of the oneDNN fast paths (the reference computes them in its own loops) ------
 
 // sum_a[b, p] and sum_w[c, p], n[p] of the forward pass, through channel sums and box sums.
-void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw, Int8Parts& out) {
+[[maybe_unused]] void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw,
+                                        Int8Parts& out) {
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   std::vector<int32_t> cs(static_cast<size_t>(s.batch * hw), 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.x_size() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b) {
     int32_t* c = cs.data() + b * hw;
     for (int64_t ci = 0; ci < s.cin; ++ci) {
       const uint8_t* x = qx + (b * s.cin + ci) * hw;
       for (int64_t p = 0; p < hw; ++p) c[p] += x[p];
     }
+    // Box sums, tap by tap over whole output rows (contiguous for stride 1).
+    int32_t* sa = out.sum_a.data() + b * oh * ow;
+    std::fill(sa, sa + oh * ow, 0);
     for (int64_t i = 0; i < oh; ++i) {
       const TapRange rr = forward_taps(i, s.sh, s.ph, s.kh, s.h);
-      for (int64_t j = 0; j < ow; ++j) {
-        const TapRange sr = forward_taps(j, s.sw, s.pw, s.kw, s.w);
-        int32_t acc = 0;
-        for (int64_t r = rr.lo; r < rr.hi; ++r) {
-          const int32_t* row = c + (i * s.sh - s.ph + r) * s.w + (j * s.sw - s.pw);
-          for (int64_t q = sr.lo; q < sr.hi; ++q) acc += row[q];
+      int32_t* srow = sa + i * ow;
+      for (int64_t r = rr.lo; r < rr.hi; ++r) {
+        const int32_t* crow = c + (i * s.sh - s.ph + r) * s.w;
+        for (int64_t q = 0; q < s.kw; ++q) {
+          const ColumnRange cr = tap_columns(q, s.sw, s.pw, s.w, ow);
+          const int64_t off = q - s.pw;
+          if (s.sw == 1) {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j] += crow[j + off];
+          } else {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j] += crow[j * s.sw + off];
+          }
         }
-        out.sum_a[b * oh * ow + i * ow + j] = acc;
       }
     }
   }
@@ -110,25 +133,40 @@ void forward_side_sums(const ConvShape& s, const uint8_t* qx, const uint8_t* qw,
 }
 
 // sum_a[b, p], sum_w[ci, p] and n[p] of the backward-data pass.
-void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw, Int8Parts& out) {
+[[maybe_unused]] void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw,
+                                         Int8Parts& out) {
   const int64_t oh = s.oh(), ow = s.ow(), ohw = oh * ow, hw = s.h * s.w, khw = s.kh * s.kw;
   const auto tr = backward_taps(s.h, oh, s.sh, s.ph, s.kh);
   const auto tc = backward_taps(s.w, ow, s.sw, s.pw, s.kw);
   std::vector<int32_t> cs(static_cast<size_t>(s.batch * ohw), 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.y_size() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b) {
     int32_t* c = cs.data() + b * ohw;
     for (int64_t co = 0; co < s.cout; ++co) {
       const uint8_t* g = qg + (b * s.cout + co) * ohw;
       for (int64_t p = 0; p < ohw; ++p) c[p] += g[p];
     }
-    for (int64_t y = 0; y < s.h; ++y)
-      for (int64_t x = 0; x < s.w; ++x) {
-        int32_t acc = 0;
-        for (const auto& [r, i] : tr[y])
-          for (const auto& [q, j] : tc[x]) acc += c[i * ow + j];
-        out.sum_a[b * hw + y * s.w + x] = acc;
+    // The transposed box sum, scattered tap by tap over whole rows of c (contiguous for
+    // stride 1): c[i, j] goes to every input position (i sh - ph + r, j sw - pw + q) it reaches.
+    int32_t* sa = out.sum_a.data() + b * hw;
+    std::fill(sa, sa + hw, 0);
+    for (int64_t i = 0; i < oh; ++i) {
+      const int32_t* crow = c + i * ow;
+      for (int64_t r = 0; r < s.kh; ++r) {
+        const int64_t y = i * s.sh - s.ph + r;
+        if (y < 0 || y >= s.h) continue;
+        int32_t* srow = sa + y * s.w;
+        for (int64_t q = 0; q < s.kw; ++q) {
+          const ColumnRange cr = tap_columns(q, s.sw, s.pw, s.w, ow);
+          const int64_t off = q - s.pw;
+          if (s.sw == 1) {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j + off] += crow[j];
+          } else {
+            for (int64_t j = cr.lo; j < cr.hi; ++j) srow[j * s.sw + off] += crow[j];
+          }
+        }
       }
+    }
   }
   std::vector<int32_t> ws(static_cast<size_t>(s.cin * khw), 0);
   for (int64_t co = 0; co < s.cout; ++co)
@@ -149,8 +187,8 @@ void backward_side_sums(const ConvShape& s, const uint8_t* qg, const uint8_t* qw
 
 // acc[b, c, p] += 128 sum_a[b, p]: from sum q_a (q_w - 128) to sum q_a q_w, exactly (the result
 // is the exact sum, within int32 by the reduction-length bound).
-void add_offset(Int8Parts& parts) {
-#pragma omp parallel for schedule(static)
+[[maybe_unused]] void add_offset(Int8Parts& parts) {
+#pragma omp parallel for schedule(static) if (parts.acc.size() > kParallelMin)
   for (int64_t bc = 0; bc < parts.batch * parts.channels; ++bc) {
     const int64_t b = bc / parts.channels;
     int32_t* a = parts.acc.data() + bc * parts.positions;
@@ -163,7 +201,7 @@ void to_s8(const uint8_t* q, int64_t n, int8_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(q[i]) - 128);
 }
 
-bool onednn_exact() {
+[[maybe_unused]] bool onednn_exact() {
   static const bool exact = gemm_int8_path().rfind("onednn", 0) == 0;
   return exact;
 }
@@ -174,23 +212,44 @@ void Int8Parts::resize(int64_t b, int64_t c, int64_t p) {
   batch = b;
   channels = c;
   positions = p;
-  acc.assign(static_cast<size_t>(b * c * p), 0);
-  sum_a.assign(static_cast<size_t>(b * p), 0);
-  sum_w.assign(static_cast<size_t>(c * p), 0);
-  n.assign(static_cast<size_t>(p), 0);
+  acc.resize(static_cast<size_t>(b * c * p));
+  sum_a.resize(static_cast<size_t>(b * p));
+  sum_w.resize(static_cast<size_t>(c * p));
+  n.resize(static_cast<size_t>(p));
 }
+
+namespace {
+
+// One row of the tensor epilogue; compiled for AVX-512 too (picked at load time), which changes
+// no bit: the same IEEE operations in the same order, no FMA (-ffp-contract=off).
+__attribute__((target_clones("avx512f", "default"))) void epilogue_row(
+    int64_t np, double ka, const int32_t* acc, const double* a1, const double* a2, const double* a3,
+    float* out) {
+  for (int64_t p = 0; p < np; ++p)
+    out[p] = static_cast<float>(((ka * static_cast<double>(acc[p]) + a1[p]) + a2[p]) + a3[p]);
+}
+
+}  // namespace
 
 void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y) {
   const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
-  const int64_t np = parts.positions, nc = parts.channels;
-#pragma omp parallel for schedule(static)
-  for (int64_t bc = 0; bc < parts.batch * nc; ++bc) {
+  const int64_t np = parts.positions, nc = parts.channels, nb = parts.batch;
+  // The products B sum_a, C sum_w and D n of int8_epilogue(k, ...), each the same rounded fp64
+  // product, computed once per (b, p), (c, p) and p; the loop below then adds in the same order.
+  std::vector<double> t1(static_cast<size_t>(nb * np)), t2(static_cast<size_t>(nc * np)),
+      t3(static_cast<size_t>(np));
+  for (int64_t e = 0; e < nb * np; ++e) t1[e] = k.b * static_cast<double>(parts.sum_a[e]);
+  for (int64_t e = 0; e < nc * np; ++e) t2[e] = k.c * static_cast<double>(parts.sum_w[e]);
+  for (int64_t p = 0; p < np; ++p) t3[p] = k.d * static_cast<double>(parts.n[p]);
+#pragma omp parallel for schedule(static) if (nb * nc * np > kParallelMin)
+  for (int64_t bc = 0; bc < nb * nc; ++bc) {
     const int64_t b = bc / nc, c = bc % nc;
     const int32_t* acc = parts.acc.data() + bc * np;
-    const int32_t* sa = parts.sum_a.data() + b * np;
-    const int32_t* sw = parts.sum_w.data() + c * np;
+    const double* a1 = t1.data() + b * np;
+    const double* a2 = t2.data() + c * np;
+    const double* a3 = t3.data();
     float* out = y + bc * np;
-    for (int64_t p = 0; p < np; ++p) out[p] = int8_epilogue(k, acc[p], sa[p], sw[p], parts.n[p]);
+    epilogue_row(np, k.a, acc, a1, a2, a3, out);
   }
 }
 
@@ -202,7 +261,7 @@ void conv_u8_forward_parts_ref(const ConvShape& s, const uint8_t* qx, const uint
   check_ptrs("conv_u8_forward_parts_ref", qx, qw, qw);
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   out.resize(s.batch, s.cout, oh * ow);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (s.macs() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t co = 0; co < s.cout; ++co)
       for (int64_t i = 0; i < oh; ++i)
@@ -245,7 +304,7 @@ void conv_u8_backward_data_parts_ref(const ConvShape& s, const uint8_t* qg, cons
   check_ptrs("conv_u8_backward_data_parts_ref", qg, qw, qw);
   const int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w, khw = s.kh * s.kw;
   out.resize(s.batch, s.cin, hw);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (s.macs() > kParallelMin)
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t ci = 0; ci < s.cin; ++ci)
       for (int64_t y = 0; y < s.h; ++y)
@@ -354,7 +413,7 @@ dnnl::primitive_attr user_scratchpad() {
 struct ConvInt8Plan::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream st{eng};
-  std::unique_ptr<DnnlOp> fwd, bwd;
+  std::unique_ptr<DnnlOp> fwd;
   std::string fwd_error, bwd_error;  // creation failed: the reference runs
   std::vector<int8_t> w_s8;
   int64_t bwd_h = 0, bwd_w = 0;  // rows / columns of dx the deconvolution produces
@@ -377,14 +436,24 @@ struct ConvInt8Plan::Impl {
     fwd = std::move(op);
   }
 
-  void make_backward(const ConvShape& s) {
-    // dx rows the transposed convolution reaches: (oh - 1) sh - ph + kh, at most h (rows
-    // beyond it, left by a stride that does not divide h + 2 ph - kh, receive no tap).
+  // oneDNN 2.6's int8 deconvolution (AMX) carries its int32 sums through fp32 on the way out:
+  // exact only while |R| <= 2^24. Each |q_g (q_w - 128)| <= 255 * 128 and a dx element has at
+  // most cout ceil(kh / sh) ceil(kw / sw) taps, so the output channels of the gradient are cut
+  // into chunks small enough to stay within 2^24 and the chunks' exact int32 sums are added.
+  static constexpr int64_t kExactDeconvSum = int64_t{1} << 24;
+
+  struct BwdChunk {
+    int64_t co0, cc;
+    DnnlOp* op;
+  };
+  std::vector<std::unique_ptr<DnnlOp>> bwd_ops;
+  std::vector<BwdChunk> bwd_chunks;
+  std::vector<int32_t> bwd_tmp;  // the sums of the chunks after the first
+
+  DnnlOp* make_deconv(const ConvShape& s, int64_t cc) {
     const int64_t full_h = (s.oh() - 1) * s.sh - s.ph + s.kh;
     const int64_t full_w = (s.ow() - 1) * s.sw - s.pw + s.kw;
-    bwd_h = std::min(s.h, full_h);
-    bwd_w = std::min(s.w, full_w);
-    const memory::dims src{s.batch, s.cout, s.oh(), s.ow()}, wei{s.cin, s.cout, s.kh, s.kw},
+    const memory::dims src{s.batch, cc, s.oh(), s.ow()}, wei{s.cin, cc, s.kh, s.kw},
         dst{s.batch, s.cin, bwd_h, bwd_w};
     const memory::desc src_any(src, dt::u8, tag::any), wei_any(wei, dt::s8, tag::any),
         dst_any(dst, dt::s32, tag::any);
@@ -394,14 +463,64 @@ struct ConvInt8Plan::Impl {
     const dnnl::deconvolution_forward::primitive_desc pd(d, user_scratchpad(), eng);
     auto op = std::make_unique<DnnlOp>();
     op->prim = dnnl::deconvolution_forward(pd);
-    // Weights of the deconvolution: logical (cin, cout, kh, kw); spush's [cout, cin, kh, kw]
-    // buffer is that tensor in iohw order. dx rows / columns past the reach stay 0: the
-    // destination is a strided view of the [batch, cin, h, w] buffer.
+    // Source: channels co0 .. co0 + cc - 1 of the [batch, cout, oh, ow] gradient (a strided
+    // view). Weights of the deconvolution: logical (cin, cc, kh, kw); rows co0 .. of spush's
+    // [cout, cin, kh, kw] buffer are that tensor in iohw order. Destination: a strided view of a
+    // [batch, cin, h, w] buffer (dx rows / columns past the reach are not written).
+    const int64_t ohw = s.oh() * s.ow();
+    const memory::desc src_user(src, dt::u8, memory::dims{s.cout * ohw, ohw, s.ow(), 1});
     const memory::desc dst_user(dst, dt::s32, memory::dims{s.cin * s.h * s.w, s.h * s.w, s.w, 1});
-    op->setup(eng, pd, memory::desc(src, dt::u8, tag::nchw), memory::desc(wei, dt::s8, tag::iohw),
-              dst_user);
-    bwd = std::move(op);
+    op->setup(eng, pd, src_user, memory::desc(wei, dt::s8, tag::iohw), dst_user);
+    bwd_ops.push_back(std::move(op));
+    return bwd_ops.back().get();
   }
+
+  void make_backward(const ConvShape& s) {
+    // dx rows the transposed convolution reaches: (oh - 1) sh - ph + kh, at most h (rows
+    // beyond it, left by a stride that does not divide h + 2 ph - kh, receive no tap).
+    bwd_h = std::min(s.h, (s.oh() - 1) * s.sh - s.ph + s.kh);
+    bwd_w = std::min(s.w, (s.ow() - 1) * s.sw - s.pw + s.kw);
+    const int64_t taps = ((s.kh + s.sh - 1) / s.sh) * ((s.kw + s.sw - 1) / s.sw);
+    const int64_t cc_max = kExactDeconvSum / (255 * 128 * taps);
+    if (cc_max == 0) {
+      bwd_error = fmt::format("{} taps per output channel exceed the exact range", taps);
+      return;
+    }
+    const int64_t nchunks = (s.cout + cc_max - 1) / cc_max;
+    const int64_t cc = (s.cout + nchunks - 1) / nchunks;
+    DnnlOp* full = nullptr;
+    DnnlOp* last = nullptr;
+    for (int64_t co0 = 0; co0 < s.cout; co0 += cc) {
+      const int64_t n = std::min(cc, s.cout - co0);
+      DnnlOp*& op = n == cc ? full : last;
+      if (op == nullptr) op = make_deconv(s, n);
+      bwd_chunks.push_back(BwdChunk{co0, n, op});
+    }
+    if (bwd_chunks.size() > 1) bwd_tmp.assign(static_cast<size_t>(s.x_size()), 0);
+    bwd = true;
+  }
+
+  // acc = sum over the chunks of the deconvolution of q_g with q_w - 128.
+  void run_backward(const ConvShape& s, const uint8_t* qg, int32_t* acc) {
+    const int64_t ohw = s.oh() * s.ow(), wk = s.cin * s.kh * s.kw;
+    for (size_t k = 0; k < bwd_chunks.size(); ++k) {
+      const BwdChunk& c = bwd_chunks[k];
+      int32_t* dst = k == 0 ? acc : bwd_tmp.data();
+      c.op->run(st, qg + c.co0 * ohw, w_s8.data() + c.co0 * wk, dst);
+      if (k == 0) continue;
+      const int64_t n = s.x_size();
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+      for (int64_t e = 0; e < n; ++e) acc[e] += bwd_tmp[e];
+    }
+  }
+
+  std::string bwd_info() const {
+    std::string s = bwd_ops.empty() ? "" : bwd_ops.front()->info;
+    if (bwd_chunks.size() > 1)
+      s += fmt::format(" ({} chunks of output channels)", bwd_chunks.size());
+    return s;
+  }
+  bool bwd = false;
 };
 
 #else
@@ -425,7 +544,7 @@ std::string ConvInt8Plan::impl_info() const {
   std::string s;
   if (impl_->fwd) s += "forward: " + impl_->fwd->info;
   if (!impl_->fwd_error.empty()) s += "forward: reference (" + impl_->fwd_error + ")";
-  if (impl_->bwd) s += std::string(s.empty() ? "" : "; ") + "backward-data: " + impl_->bwd->info;
+  if (impl_->bwd) s += std::string(s.empty() ? "" : "; ") + "backward-data: " + impl_->bwd_info();
   if (!impl_->bwd_error.empty())
     s += std::string(s.empty() ? "" : "; ") + "backward-data: reference (" + impl_->bwd_error + ")";
   return s;
@@ -483,11 +602,13 @@ void ConvInt8Plan::backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int
     }
   }
   if (impl_ && impl_->bwd) {
-    out.resize(s.batch, s.cin, s.h * s.w);  // zeros: rows / columns past the reach stay 0
+    out.resize(s.batch, s.cin, s.h * s.w);
+    if (impl_->bwd_h < s.h || impl_->bwd_w < s.w)  // rows / columns past the reach: no tap
+      std::fill(out.acc.begin(), out.acc.end(), 0);
     impl_->w_s8.resize(static_cast<size_t>(s.w_size()));
     to_s8(qw, s.w_size(), impl_->w_s8.data());
     try {
-      impl_->bwd->run(impl_->st, qg, impl_->w_s8.data(), out.acc.data());
+      impl_->run_backward(s, qg, out.acc.data());
     } catch (const dnnl::error& e) {
       throw std::runtime_error(
           fmt::format("ConvInt8Plan::backward_data ({}): oneDNN: {}", s.str(), e.what()));
@@ -524,7 +645,7 @@ void check_linear(const char* who, int64_t batch, int64_t in, int64_t out, int64
 
 // sum_a[b] = sum of row b of a [batch, k]; sum_w[c] and n for the linear parts.
 void row_sums(const uint8_t* a, int64_t rows, int64_t k, int32_t* out) {
-#pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * k > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     int32_t s = 0;
     for (int64_t i = 0; i < k; ++i) s += a[r * k + i];

@@ -4,6 +4,7 @@
 #include "spush/kernels/quantize.h"
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -79,7 +80,8 @@ Range minmax_unchecked(const char* fn, const float* x, int64_t n) {
 // The uniforms of stream elements 4 g0 .. 4 g0 + kChunk - 1: philox4x32_10 of the counters
 // {g, g >> 32, it, node} for g = g0 .. g0 + kChunk / 4 - 1, written lane by lane so that the
 // compiler can vectorize across groups (the same arithmetic as philox.h).
-void philox_chunk(uint64_t g0, uint32_t it, uint32_t node, uint32_t k0, uint32_t k1, float* u) {
+inline void philox_chunk(uint64_t g0, uint32_t it, uint32_t node, uint32_t k0, uint32_t k1,
+                         float* u) {
   constexpr int kG = kChunk / 4;
   uint32_t v0[kG], v1[kG], v2[kG], v3[kG];
   for (int l = 0; l < kG; ++l) {
@@ -112,6 +114,33 @@ void philox_chunk(uint64_t g0, uint32_t it, uint32_t node, uint32_t k0, uint32_t
     u[4 * l + 1] = static_cast<float>(v1[l] >> 8) * kTwoM24;
     u[4 * l + 2] = static_cast<float>(v2[l] >> 8) * kTwoM24;
     u[4 * l + 3] = static_cast<float>(v3[l] >> 8) * kTwoM24;
+  }
+}
+
+// The loops of quantize_u8, compiled for AVX-512 too (the clone is picked at load time). The
+// clones give the same bits: the same IEEE operations in the same order, no FMA.
+__attribute__((target_clones("avx512f", "default"))) void nearest_block(const float* x, int64_t n,
+                                                                        float lo, float scale,
+                                                                        uint8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = clamp_t((x[i] - lo) / scale);
+    q[i] = static_cast<uint8_t>(static_cast<int32_t>(round_even(t)));
+  }
+}
+
+// Chunk c of the stream: elements c kChunk + first .. + first + len - 1 of it, x and q pointing
+// at the first of them.
+__attribute__((target_clones("avx512f", "default"))) void stochastic_chunk(
+    uint64_t c, int64_t first, int64_t len, const float* x, float lo, float scale, uint32_t it,
+    uint32_t node, uint32_t k0, uint32_t k1, uint8_t* q) {
+  float u[kChunk];
+  philox_chunk(c * (kChunk / 4), it, node, k0, k1, u);
+  const float* uc = u + first;
+  for (int64_t i = 0; i < len; ++i) {
+    const float t = clamp_t((x[i] - lo) / scale);
+    const int32_t fi = static_cast<int32_t>(t);  // floor: t >= 0
+    const float f = static_cast<float>(fi);
+    q[i] = static_cast<uint8_t>(fi + (uc[i] < t - f ? 1 : 0));
   }
 }
 
@@ -194,10 +223,11 @@ void quantize_u8(const float* x, int64_t n, QParams p, Rounding r, StochasticKey
   }
   const float lo = p.lo, scale = p.scale;
   if (r == Rounding::kNearestEven) {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const float t = clamp_t((x[i] - lo) / scale);
-      q[i] = static_cast<uint8_t>(static_cast<int32_t>(round_even(t)));
+#pragma omp parallel if (n > kParallelMin)
+    {
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+      nearest_block(x + b, e - b, lo, scale, q + b);
     }
     return;
   }
@@ -212,20 +242,11 @@ void quantize_u8(const float* x, int64_t n, QParams p, Rounding r, StochasticKey
   const uint32_t it = static_cast<uint32_t>(key.iteration);
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t c = c0; c < c1; ++c) {
-    float u[kChunk];
-    philox_chunk(static_cast<uint64_t>(c) * (kChunk / 4), it, key.node, k0, k1, u);
     const uint64_t cb = static_cast<uint64_t>(c) * kChunk;
     const uint64_t b = std::max(cb, e0), e = std::min(cb + kChunk, e1);
-    const float* xc = x + (b - e0);
-    uint8_t* qc = q + (b - e0);
-    const float* uc = u + (b - cb);
-    const int64_t len = static_cast<int64_t>(e - b);
-    for (int64_t i = 0; i < len; ++i) {
-      const float t = clamp_t((xc[i] - lo) / scale);
-      const int32_t fi = static_cast<int32_t>(t);  // floor: t >= 0
-      const float f = static_cast<float>(fi);
-      qc[i] = static_cast<uint8_t>(fi + (uc[i] < t - f ? 1 : 0));
-    }
+    stochastic_chunk(static_cast<uint64_t>(c), static_cast<int64_t>(b - cb),
+                     static_cast<int64_t>(e - b), x + (b - e0), lo, scale, it, key.node, k0, k1,
+                     q + (b - e0));
   }
 }
 

@@ -31,8 +31,11 @@
 // without _ref are the fast paths: oneDNN's int8 convolution (forward) and deconvolution
 // (backward-data) or gemm_u8s8s32 (linear), on u8 codes and s8 weight codes q_w - 128, with
 // the exact correction acc = R + 128 sum_a, when spush is built with oneDNN and the CPU has
-// VNNI or AMX (where oneDNN's int8 accumulation is exact); otherwise the reference. Both give
-// the same bits for the integer parts and for y (tests/kernels/conv_int8_test.cpp).
+// VNNI or AMX (where oneDNN's int8 accumulation is exact); otherwise the reference. oneDNN
+// 2.6's int8 deconvolution passes its sums through fp32 (exact up to 2^24), so backward-data
+// runs it on chunks of output channels whose sums stay within 2^24 and adds them in int32.
+// Both give the same bits for the integer parts and for y (tests/kernels/conv_int8_test.cpp,
+// which includes sums near 1.5e8 in both directions).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -48,11 +51,11 @@ namespace spush::kernels {
 // The integer part of an op with output [batch, channels, positions].
 struct Int8Parts {
   int64_t batch = 0, channels = 0, positions = 0;
-  std::vector<int32_t> acc;    // [batch, channels, positions]
-  std::vector<int32_t> sum_a;  // [batch, positions]
-  std::vector<int32_t> sum_w;  // [channels, positions]
-  std::vector<int32_t> n;      // [positions]
-  void resize(int64_t b, int64_t c, int64_t p);
+  std::vector<int32_t> acc;                      // [batch, channels, positions]
+  std::vector<int32_t> sum_a;                    // [batch, positions]
+  std::vector<int32_t> sum_w;                    // [channels, positions]
+  std::vector<int32_t> n;                        // [positions]
+  void resize(int64_t b, int64_t c, int64_t p);  // sizes only: the contents are unspecified
   bool operator==(const Int8Parts&) const = default;
 };
 

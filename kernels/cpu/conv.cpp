@@ -5,10 +5,9 @@
 //   forward:   col[K, S*P] = im2col(x),  Y[Cout, S*P] = W[Cout, K] col,  K = Cin*kh*kw, P = oh*ow,
 //              scattered to y[s, Cout, P] with the bias added.
 //   backward:  dW[Cout, K] += dY col^T,  db += row sums of dY,  dcol = W^T dY,  dx = col2im(dcol).
-// oneDNN: one convolution_forward / _backward_data / _backward_weights primitive per plan,
-// created with format_tag::any (oneDNN's blocked layouts, nChw16c / OIhw16i16o on AVX-512) and
-// reorders between them and the plain tensors, or on the plain tensors directly where the
-// primitive takes them; user-managed scratchpads, per-thread buffers.
+// oneDNN: one convolution_forward / _backward_data / _backward_weights primitive per plan, on
+// oneDNN's blocked layouts with reorders from and to the plain tensors or on the plain tensors
+// directly (see plain_for_backward_data); user-managed scratchpads, per-thread buffers.
 #include "spush/kernels/conv.h"
 
 #include <cblas.h>
@@ -322,15 +321,27 @@ struct Operand {
 
 bool is_ref(const char* impl) { return std::strncmp(impl, "ref", 3) == 0; }
 
-// "plain": the primitives on nchw / oihw tensors directly; "any" (default): oneDNN's layouts
-// with reorders. SPUSH_CONV_DNNL_FORMATS=plain selects the first (for measurements).
-bool plain_formats() {
-  static const bool plain = [] {
+// Memory formats of the primitives: oneDNN's own (format_tag::any: nChw16c / OIhw16i16o on
+// AVX-512) with reorders from and to the plain tensors, 2-4x faster than the primitives on
+// nchw / oihw directly for ResNet-20's 3x3 layers in spush-bench (one thread, reorders
+// included), except backward-data into a single input channel or through a strided 1x1
+// kernel, which runs 2-5x faster on the plain tensors. A function of the shape alone, so every
+// process picks the same code. SPUSH_CONV_DNNL_FORMATS=plain or =any forces one choice for all
+// ops (for measurements).
+enum class Formats { kAuto, kPlain, kAny };
+Formats formats_override() {
+  static const Formats f = [] {
     const char* e = std::getenv("SPUSH_CONV_DNNL_FORMATS");
-    return e && std::string(e) == "plain";
+    const std::string v = e ? e : "";
+    return v == "plain" ? Formats::kPlain : v == "any" ? Formats::kAny : Formats::kAuto;
   }();
-  return plain;
+  return f;
 }
+bool plain_for_backward_data(const ConvShape& s) {
+  if (formats_override() != Formats::kAuto) return formats_override() == Formats::kPlain;
+  return s.cin == 1 || (s.kh == 1 && s.kw == 1 && (s.sh > 1 || s.sw > 1));
+}
+bool plain_for_others() { return formats_override() == Formats::kPlain; }
 
 }  // namespace
 
@@ -353,10 +364,11 @@ struct Conv2dPlan::Dnnl {
     const memory::desc x_u(xd, dt::f32, tag::nchw), w_u(wd, dt::f32, tag::oihw),
         y_u(yd, dt::f32, tag::nchw);
     b_md = memory::desc(bd, dt::f32, tag::a);
-    const bool plain = plain_formats();
-    const memory::desc x_a = plain ? x_u : memory::desc(xd, dt::f32, tag::any),
-                       w_a = plain ? w_u : memory::desc(wd, dt::f32, tag::any),
-                       y_a = plain ? y_u : memory::desc(yd, dt::f32, tag::any);
+    const bool plain = plain_for_others(), plain_d = plain_for_backward_data(s);
+    const memory::desc x_any(xd, dt::f32, tag::any), w_any(wd, dt::f32, tag::any),
+        y_any(yd, dt::f32, tag::any);
+    const memory::desc x_a = plain ? x_u : x_any, w_a = plain ? w_u : w_any,
+                       y_a = plain ? y_u : y_any;
     const memory::desc none;
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -373,8 +385,9 @@ struct Conv2dPlan::Dnnl {
     fwd_pad = fpd.scratchpad_desc();
 
     const dnnl::convolution_backward_data::primitive_desc dpd(
-        dnnl::convolution_backward_data::desc(alg, x_a, w_a, y_a, strides, pad, pad_r), attr,
-        engine(), fpd);
+        dnnl::convolution_backward_data::desc(alg, plain_d ? x_u : x_any, plain_d ? w_u : w_any,
+                                              plain_d ? y_u : y_any, strides, pad, pad_r),
+        attr, engine(), fpd);
     bwd_d = dnnl::convolution_backward_data(dpd);
     bd_dy.init(y_u, dpd.diff_dst_desc(), true);
     bd_w.init(w_u, dpd.weights_desc(), true);
@@ -501,9 +514,12 @@ void Conv2dPlan::backward_weights(const float* x, const float* dy, float* dw, fl
 std::string Conv2dPlan::path() {
 #ifdef SPUSH_HAVE_DNNL
   const dnnl::version_t* v = dnnl::version();
+  const Formats f = formats_override();
   return fmt::format("onednn {}.{}.{} ({}{})", v->major, v->minor, v->patch,
                      isa_name(dnnl::get_effective_cpu_isa()),
-                     plain_formats() ? ", plain formats" : "");
+                     f == Formats::kPlain ? ", plain formats"
+                     : f == Formats::kAny ? ", blocked formats"
+                                          : "");
 #else
   return "reference (built without oneDNN)";
 #endif

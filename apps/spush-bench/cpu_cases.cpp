@@ -2,14 +2,17 @@
 // inputs of the GPU cases. With a GPU they are the "cpu" baselines of the same keys; without
 // one they are the whole run (small shapes only, see main.cpp).
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "bench.h"
 #include "spush/kernels/compress.h"
+#include "spush/kernels/conv.h"
 #include "spush/kernels/gemm_int8.h"
 #include "spush/kernels/mixing.h"
 #include "spush/kernels/segments.h"
@@ -154,6 +157,89 @@ class CpuGemm : public Instance {
   std::vector<float> af_, bf_, cf_;
 };
 
+// fp32 convolution over `nodes` node-batched minibatches ([nodes, batch, c, h, w], one weight
+// tensor per node), OpenMP over nodes as nets::Conv2d does: impl "spush" runs a Conv2dPlan
+// (oneDNN when available) per node, "im2col" the reference (im2col + single-threaded sgemm).
+// op: conv_fwd (y = conv(x, w)), conv_bwd_data (dx), conv_bwd_weights (dw += ...).
+class CpuConv : public Instance {
+ public:
+  CpuConv(const std::string& impl, const std::string& op, const kernels::ConvShape& s, int nodes)
+      : op_(op),
+        s_(s),
+        nodes_(nodes),
+        plan_(s, false,
+              impl == "spush" ? kernels::ConvImpl::kFast : kernels::ConvImpl::kReference) {
+    std::mt19937_64 rng(41);
+    std::normal_distribution<float> g;
+    auto fill = [&](std::vector<float>& v, int64_t n, float scale) {
+      v.resize(static_cast<size_t>(n * nodes_));
+      for (auto& e : v) e = scale * g(rng);
+    };
+    fill(x_, s.x_size(), 1.0f);
+    fill(w_, s.w_size(), 0.1f);
+    fill(dy_, s.y_size(), 1.0f);
+    y_.resize(dy_.size());
+    dx_.resize(x_.size());
+    dw_.assign(w_.size(), 0.0f);
+  }
+  void run(int) override {
+    const int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);  // one BLAS thread per OpenMP task, as nets::Conv2d runs it
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < nodes_; ++n) run_node(plan_, n, dw_.data());
+    openblas_set_num_threads(saved);
+  }
+  // Every node's result against the reference, with the summation-order tolerance of
+  // tests/kernels/conv_test.cpp (2 min(n, 8 sqrt(n)) u sum|terms|).
+  std::string check() override {
+    if (plan_.impl() == kernels::ConvImpl::kReference) return "-";
+    const kernels::Conv2dPlan ref(s_, false, kernels::ConvImpl::kReference);
+    std::vector<float> got, want, bound;
+    int64_t n_terms = 0;
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(plan_, n, dw_.data());
+    got = result();
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(ref, n, dw_.data());
+    want = result();
+    for (auto* v : {&x_, &w_, &dy_})
+      for (auto& e : *v) e = std::fabs(e);
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(ref, n, dw_.data());
+    bound = result();
+    if (op_ == "conv_fwd") n_terms = s_.k();
+    if (op_ == "conv_bwd_data") n_terms = s_.cout * s_.kh * s_.kw;
+    if (op_ == "conv_bwd_weights") n_terms = s_.batch * s_.oh() * s_.ow();
+    const double nn = static_cast<double>(n_terms);
+    const double f = 2.0 * std::min(nn, 8.0 * std::sqrt(nn)) / 16777216.0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= f * bound[i] + 1e-30))
+        return "FAIL: element " + std::to_string(i) + " differs from the reference";
+    return "ok";
+  }
+
+ private:
+  void run_node(const kernels::Conv2dPlan& p, int n, float* dw) {
+    const int64_t xs = s_.x_size(), ws = s_.w_size(), ys = s_.y_size();
+    if (op_ == "conv_fwd") {
+      p.forward(x_.data() + n * xs, w_.data() + n * ws, nullptr, y_.data() + n * ys);
+    } else if (op_ == "conv_bwd_data") {
+      p.backward_data(dy_.data() + n * ys, w_.data() + n * ws, dx_.data() + n * xs);
+    } else {
+      p.backward_weights(x_.data() + n * xs, dy_.data() + n * ys, dw + n * ws, nullptr);
+    }
+  }
+  std::vector<float> result() const {
+    return op_ == "conv_fwd" ? y_ : op_ == "conv_bwd_data" ? dx_ : dw_;
+  }
+
+  std::string op_;
+  kernels::ConvShape s_;
+  int nodes_;
+  kernels::Conv2dPlan plan_;
+  std::vector<float> x_, w_, dy_, y_, dx_, dw_;
+};
+
 CaseInfo info(const std::string& op, int64_t n, int64_t rows, const std::string& param,
               const std::string& dist, double bytes, int iterations) {
   CaseInfo i;
@@ -273,6 +359,29 @@ std::vector<Case> cpu_cases(const Options& opt) {
       i.ops = ops;
       cases.push_back(
           {i, [impl, g](void*) { return std::make_unique<CpuGemm>(impl, g.m, g.n, g.k); }});
+    }
+  }
+  // fp32 convolution: the oneDNN plans ("spush") against the im2col + sgemm reference on
+  // ResNet-20's and LeNet-5's shapes, 4 and 16 nodes x batch 32 (4 nodes and ResNet-20's 3x3
+  // stage shapes only with --quick). n = per-node samples, rows = nodes.
+  std::vector<ConvCase> convs = resnet20_conv_shapes(32);
+  for (const ConvCase& c : lenet5_conv_shapes(32)) convs.push_back(c);
+  if (opt.quick) convs = {convs[2], convs[4], convs[6]};
+  for (int nodes : opt.quick ? std::vector<int>{4} : std::vector<int>{4, 16}) {
+    for (const ConvCase& c : convs) {
+      for (const char* op : {"conv_fwd", "conv_bwd_data", "conv_bwd_weights"}) {
+        for (const char* impl : {"spush", "im2col"}) {
+          const kernels::ConvShape& s = c.shape;
+          const double bytes = 4.0 * nodes * (s.x_size() + s.w_size() + s.y_size());
+          CaseInfo i = info(op, s.batch, nodes, c.name, "normal", bytes, 10);
+          i.impl = impl;
+          i.ops = 2.0 * nodes * static_cast<double>(s.macs());
+          i.iterations = i.ops > 2e9 ? 5 : 10;
+          cases.push_back({i, [impl = std::string(impl), op = std::string(op), s, nodes](void*) {
+                             return std::make_unique<CpuConv>(impl, op, s, nodes);
+                           }});
+        }
+      }
     }
   }
   return cases;

@@ -179,7 +179,8 @@ nlohmann::json report(const std::string& header) {
     };
     const bool main_impl = r.info.impl == "spush";
     const double xc = main_impl ? speedup("cub_sort") : 0, xu = main_impl ? speedup("unfused") : 0,
-                 xp = main_impl ? speedup("cpu") : 0, xf = main_impl ? speedup("sgemm_fp32") : 0;
+                 xp = main_impl ? std::max(speedup("cpu"), speedup("im2col")) : 0,
+                 xf = main_impl ? speedup("sgemm_fp32") : 0;
     const double gops = r.info.ops > 0 && r.median_us > 0 ? r.info.ops / (r.median_us * 1e3) : 0;
     fmt::print(
         "{:<14} {:>10} {:>5} {:>8} {:>10} {:>10} {:>10.1f} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} "

@@ -132,7 +132,8 @@ class Buffer {
 
 // Per-thread scratch of the reference and the oneDNN paths.
 struct Scratch {
-  Buffer col, tmp, a, b, c, pad, dw, db;
+  Buffer col, tmp;                   // reference: im2col, gemm output
+  Buffer x, w, y, out, pad, dw, db;  // oneDNN: reordered operands, scratchpad, gradients
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -441,13 +442,55 @@ std::string Conv2dPlan::describe() const {
   return "reference";
 }
 
+#ifdef SPUSH_HAVE_DNNL
+namespace {
+
+// dx = backward-data(dym, w); dym already in the primitive's layout.
+void dnnl_backward_data(const Conv2dPlan::Dnnl& d, Scratch& t, const memory& dym, const float* w,
+                        float* dx) {
+  memory wm = d.bd_w.in(w, t.w), dxm = d.bd_dx.out(dx, t.out);
+  memory pad(d.bd_pad, engine(), t.pad.get(d.bd_pad.get_size()));
+  d.bwd_d.execute(stream(), {{DNNL_ARG_DIFF_DST, dym},
+                             {DNNL_ARG_WEIGHTS, wm},
+                             {DNNL_ARG_DIFF_SRC, dxm},
+                             {DNNL_ARG_SCRATCHPAD, pad}});
+  d.bd_dx.out_done(dxm, dx);
+  stream().wait();
+}
+
+// dw += backward-weights(x, dym) (db likewise when bias and db are given).
+void dnnl_backward_weights(const Conv2dPlan::Dnnl& d, Scratch& t, const ConvShape& s, bool bias,
+                           const float* x, const memory& dym, float* dw, float* db) {
+  const int64_t wn = s.w_size();
+  memory xm = d.bw_x.in(x, t.x);
+  // oneDNN overwrites its outputs: gradients go to buffers, then are added to dw and db.
+  float* dw_tmp = t.dw.floats(wn);
+  float* db_tmp = t.db.floats(s.cout);
+  memory dwm = d.bw_dw.out(dw_tmp, t.out);
+  memory pad(d.bw_pad, engine(), t.pad.get(d.bw_pad.get_size()));
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm},
+                                       {DNNL_ARG_DIFF_DST, dym},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwm},
+                                       {DNNL_ARG_SCRATCHPAD, pad}};
+  if (bias) args.emplace(DNNL_ARG_DIFF_BIAS, memory(d.b_md, engine(), db_tmp));
+  d.bwd_w.execute(stream(), args);
+  d.bw_dw.out_done(dwm, dw_tmp);
+  stream().wait();
+  for (int64_t i = 0; i < wn; ++i) dw[i] += dw_tmp[i];
+  if (bias && db)
+    for (int64_t i = 0; i < s.cout; ++i) db[i] += db_tmp[i];
+}
+
+}  // namespace
+#endif
+
 void Conv2dPlan::forward(const float* x, const float* w, const float* b, float* y) const {
 #ifdef SPUSH_HAVE_DNNL
   if (dnnl_) {
     const Dnnl& d = *dnnl_;
     OneThread one;
     Scratch& t = scratch();
-    memory xm = d.fwd_x.in(x, t.a), wm = d.fwd_w.in(w, t.b), ym = d.fwd_y.out(y, t.c);
+    memory xm = d.fwd_x.in(x, t.x), wm = d.fwd_w.in(w, t.w), ym = d.fwd_y.out(y, t.out);
     memory pad(d.fwd_pad, engine(), t.pad.get(d.fwd_pad.get_size()));
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, pad}};
@@ -464,17 +507,9 @@ void Conv2dPlan::forward(const float* x, const float* w, const float* b, float* 
 void Conv2dPlan::backward_data(const float* dy, const float* w, float* dx) const {
 #ifdef SPUSH_HAVE_DNNL
   if (dnnl_) {
-    const Dnnl& d = *dnnl_;
     OneThread one;
     Scratch& t = scratch();
-    memory dym = d.bd_dy.in(dy, t.a), wm = d.bd_w.in(w, t.b), dxm = d.bd_dx.out(dx, t.c);
-    memory pad(d.bd_pad, engine(), t.pad.get(d.bd_pad.get_size()));
-    d.bwd_d.execute(stream(), {{DNNL_ARG_DIFF_DST, dym},
-                               {DNNL_ARG_WEIGHTS, wm},
-                               {DNNL_ARG_DIFF_SRC, dxm},
-                               {DNNL_ARG_SCRATCHPAD, pad}});
-    d.bd_dx.out_done(dxm, dx);
-    stream().wait();
+    dnnl_backward_data(*dnnl_, t, dnnl_->bd_dy.in(dy, t.y), w, dx);
     return;
   }
 #endif
@@ -484,31 +519,32 @@ void Conv2dPlan::backward_data(const float* dy, const float* w, float* dx) const
 void Conv2dPlan::backward_weights(const float* x, const float* dy, float* dw, float* db) const {
 #ifdef SPUSH_HAVE_DNNL
   if (dnnl_) {
-    const Dnnl& d = *dnnl_;
     OneThread one;
     Scratch& t = scratch();
-    const int64_t wn = s_.w_size();
-    memory xm = d.bw_x.in(x, t.a), dym = d.bw_dy.in(dy, t.b);
-    // oneDNN overwrites its outputs: gradients go to buffers, then are added to dw and db.
-    float* dw_tmp = t.dw.floats(wn);
-    float* db_tmp = t.db.floats(s_.cout);
-    memory dwm = d.bw_dw.out(dw_tmp, t.c);
-    memory pad(d.bw_pad, engine(), t.pad.get(d.bw_pad.get_size()));
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm},
-                                         {DNNL_ARG_DIFF_DST, dym},
-                                         {DNNL_ARG_DIFF_WEIGHTS, dwm},
-                                         {DNNL_ARG_SCRATCHPAD, pad}};
-    if (bias_) args.emplace(DNNL_ARG_DIFF_BIAS, memory(d.b_md, engine(), db_tmp));
-    d.bwd_w.execute(stream(), args);
-    d.bw_dw.out_done(dwm, dw_tmp);
-    stream().wait();
-    for (int64_t i = 0; i < wn; ++i) dw[i] += dw_tmp[i];
-    if (bias_ && db)
-      for (int64_t i = 0; i < s_.cout; ++i) db[i] += db_tmp[i];
+    dnnl_backward_weights(*dnnl_, t, s_, bias_, x, dnnl_->bw_dy.in(dy, t.y), dw, db);
     return;
   }
 #endif
   conv2d_backward_weights_ref(s_, x, dy, dw, bias_ ? db : nullptr);
+}
+
+void Conv2dPlan::backward(const float* x, const float* dy, const float* w, float* dx, float* dw,
+                          float* db) const {
+#ifdef SPUSH_HAVE_DNNL
+  if (dnnl_) {
+    const Dnnl& d = *dnnl_;
+    OneThread one;
+    Scratch& t = scratch();
+    const memory dym = d.bw_dy.in(dy, t.y);
+    dnnl_backward_weights(d, t, s_, bias_, x, dym, dw, db);
+    // dy reordered once when both primitives take the same layout (t.y is not reused above).
+    if (dx)
+      dnnl_backward_data(d, t, d.bd_dy.prim == d.bw_dy.prim ? dym : d.bd_dy.in(dy, t.x), w, dx);
+    return;
+  }
+#endif
+  conv2d_backward_weights_ref(s_, x, dy, dw, bias_ ? db : nullptr);
+  if (dx) conv2d_backward_data_ref(s_, dy, w, dx);
 }
 
 std::string Conv2dPlan::path() {

@@ -156,8 +156,8 @@ void Conv2d::backward(const Tensor& in, const Tensor& out, const Tensor& dout, T
     const int64_t b0 = split.range(task).first;
     const kernels::Conv2dPlan& p = *plans[task % split.groups];
     float* dw = partials.target(task, dparams, w_off_);
-    p.backward_weights(in.sample(n, b0), dout.sample(n, b0), dw, has_bias ? dw + wsize : nullptr);
-    if (dinp) p.backward_data(dout.sample(n, b0), params.row(n) + w_off_, dinp->sample(n, b0));
+    p.backward(in.sample(n, b0), dout.sample(n, b0), params.row(n) + w_off_,
+               dinp ? dinp->sample(n, b0) : nullptr, dw, has_bias ? dw + wsize : nullptr);
   }
   partials.reduce(dparams, w_off_);
 }

@@ -161,6 +161,17 @@ TEST_P(ConvShapes, FastMatchesReference) {
         "    max |fast - ref| / (u sum|terms|): forward %.1f, backward_data %.1f, "
         "backward_weights %.1f\n",
         wf, wd, ww);
+    // backward() gives the bits of backward_weights() and backward_data().
+    {
+      Vec dw3 = dw0, db3 = db0, dx3(s.x_size(), NAN), dw4 = dw0;
+      plan.backward(x.data(), dy.data(), w.data(), dx3.data(), dw3.data(),
+                    bias ? db3.data() : nullptr);
+      EXPECT_EQ(dx3, dx);
+      EXPECT_EQ(dw3, dw);
+      EXPECT_EQ(db3, db);
+      plan.backward(x.data(), dy.data(), w.data(), nullptr, dw4.data(), nullptr);
+      EXPECT_EQ(dw4, dw);
+    }
     // With bias, a null db is allowed: dw must be the same as with db.
     if (bias) {
       Vec dw2 = dw0;

@@ -60,12 +60,18 @@ class Conv2dPlan {
   void forward(const float* x, const float* w, const float* b, float* y) const;
   void backward_data(const float* dy, const float* w, float* dx) const;
   void backward_weights(const float* x, const float* dy, float* dw, float* db) const;
+  // backward_weights, then backward_data when dx is not null (the same results), reordering dy
+  // into oneDNN's layout once for both.
+  void backward(const float* x, const float* dy, const float* w, float* dx, float* dw,
+                float* db) const;
 
   // What a kFast plan runs on this machine: "onednn <version> (<isa>)" or "reference (<why>)".
   static std::string path();
 
+ public:
+  struct Dnnl;  // the oneDNN primitives (kernels/cpu/conv.cpp)
+
  private:
-  struct Dnnl;
   ConvShape s_;
   bool bias_;
   ConvImpl impl_;

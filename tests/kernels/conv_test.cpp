@@ -181,7 +181,14 @@ TEST_P(ConvShapes, FastMatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ConvShapes, ::testing::ValuesIn(test_shapes()));
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvShapes, ::testing::ValuesIn(test_shapes()),
+                         [](const ::testing::TestParamInfo<ConvShape>& i) {
+                           const ConvShape& s = i.param;
+                           auto d = [](int64_t v) { return std::to_string(v); };
+                           return "b" + d(s.batch) + "_" + d(s.cin) + "x" + d(s.h) + "x" + d(s.w) +
+                                  "_to" + d(s.cout) + "_k" + d(s.kh) + "x" + d(s.kw) + "_s" +
+                                  d(s.sh) + "x" + d(s.sw) + "_p" + d(s.ph) + "x" + d(s.pw);
+                         });
 
 // The reference plan runs the *_ref functions: the same bits.
 TEST(Conv2dPlan, ReferenceImplIsTheReference) {

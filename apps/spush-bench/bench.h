@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "spush/kernels/backend.h"
+#include "spush/kernels/conv_shape.h"
 #include "spush/kernels/mixing.h"
 #include "spush/kernels/philox.h"
 #include "spush/kernels/segments.h"
@@ -78,6 +79,46 @@ inline std::vector<int64_t> resnet20_layer_offsets() {
   return off;  // off.back() == 269722
 }
 
+// The distinct convolutions of ResNet-20 (CIFAR 32x32; conv1 also on a 28x28 grey image as for
+// Fashion-MNIST; the 1x1 stride-2 projection of option-B shortcuts) and of LeNet-5, over
+// `batch` samples of one node (kernels/include/spush/kernels/conv_shape.h). Shared by the fp32
+// and 8-bit convolution cases and by the training-iteration cases (which count operations with
+// `count`: how many of the network's convolutions have the shape).
+struct ConvCase {
+  std::string name;
+  kernels::ConvShape shape;
+  int count = 0;  // in CIFAR ResNet-20 with option-A shortcuts (19 convolutions) / in LeNet-5
+};
+
+inline kernels::ConvShape conv_shape(int64_t batch, int64_t cin, int64_t hw, int64_t cout,
+                                     int64_t k, int64_t stride, int64_t pad) {
+  kernels::ConvShape s;
+  s.batch = batch;
+  s.cin = cin;
+  s.h = s.w = hw;
+  s.cout = cout;
+  s.kh = s.kw = k;
+  s.sh = s.sw = stride;
+  s.ph = s.pw = pad;
+  return s;
+}
+
+inline std::vector<ConvCase> resnet20_conv_shapes(int64_t batch) {
+  return {{"r20_conv1_c3", conv_shape(batch, 3, 32, 16, 3, 1, 1), 1},
+          {"r20_conv1_c1", conv_shape(batch, 1, 28, 16, 3, 1, 1), 0},
+          {"r20_s1_16x32", conv_shape(batch, 16, 32, 16, 3, 1, 1), 6},
+          {"r20_s2_16to32", conv_shape(batch, 16, 32, 32, 3, 2, 1), 1},
+          {"r20_s2_32x16", conv_shape(batch, 32, 16, 32, 3, 1, 1), 5},
+          {"r20_s3_32to64", conv_shape(batch, 32, 16, 64, 3, 2, 1), 1},
+          {"r20_s3_64x8", conv_shape(batch, 64, 8, 64, 3, 1, 1), 5},
+          {"r20_proj_1x1", conv_shape(batch, 16, 32, 32, 1, 2, 0), 0}};
+}
+
+inline std::vector<ConvCase> lenet5_conv_shapes(int64_t batch) {
+  return {{"lenet_conv1", conv_shape(batch, 1, 28, 6, 5, 1, 2), 1},
+          {"lenet_conv2", conv_shape(batch, 6, 14, 16, 5, 1, 0), 1}};
+}
+
 // One gossip round of Sparse-Push on a directed ring of `nodes` nodes (x_i += eta * sum_j
 // (P_ij - I_ij) c_j with P_ii = P_i,i-1 = 1/2): node i's message keeps K = topk_count(d, rho)
 // ascending indices spread over the row; terms (i, i, -eta/2) and (i, i-1, eta/2).
@@ -119,8 +160,12 @@ struct Options {
 };
 
 struct CaseInfo {
-  std::string op;    // copy, topk, topk_layers, ef_topk, qsgd, sign, minmax8, mix_ring, gemm_u8s8
-  std::string impl;  // spush (the fused kernels), cub_sort, unfused, cpu, memcpy, sgemm_fp32
+  // copy, topk, topk_layers, ef_topk, qsgd, sign, minmax8, mix_ring, gemm_u8s8, conv_fwd,
+  // conv_bwd_data, conv_bwd_weights
+  std::string op;
+  // spush (the fused kernels, the oneDNN plans), cub_sort, unfused, cpu, memcpy, sgemm_fp32,
+  // im2col (the reference convolution)
+  std::string impl;
   std::string dist = "-";
   int64_t n = 0;  // elements per row
   int64_t rows = 1;

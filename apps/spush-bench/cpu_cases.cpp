@@ -2,16 +2,18 @@
 // inputs of the GPU cases. With a GPU they are the "cpu" baselines of the same keys; without
 // one they are the whole run (small shapes only, see main.cpp).
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "bench.h"
-#include "resnet20_convs.h"
 #include "spush/kernels/compress.h"
+#include "spush/kernels/conv.h"
 #include "spush/kernels/conv_int8.h"
 #include "spush/kernels/gemm_int8.h"
 #include "spush/kernels/mixing.h"
@@ -190,13 +192,13 @@ class CpuQuantize : public Instance {
 };
 
 // The 8-bit convolution of every node's minibatch (each node its own codes and weights), one
-// layer shape: forward or backward-data; impl "spush" is ConvInt8Plan (oneDNN when available),
-// "reference" the specification loops. check() compares spush with the reference on the first
-// and last node, bit for bit.
+// layer shape: forward or backward-data through ConvInt8Plan (oneDNN when available), node after
+// node (the plan parallelizes inside, as nets::QConv2d runs it). check() compares it with the
+// specification loops on the first and last node, bit for bit.
 class CpuConvInt8 : public Instance {
  public:
-  CpuConvInt8(const std::string& impl, bool backward, int nodes, const kernels::ConvShape& s)
-      : impl_(impl), backward_(backward), nodes_(nodes), s_(s), plan_(s) {
+  CpuConvInt8(bool backward, int nodes, const kernels::ConvShape& s)
+      : backward_(backward), nodes_(nodes), s_(s), plan_(s) {
     std::mt19937_64 rng(51);
     std::uniform_int_distribution<int> u8(0, 255);
     in_size_ = backward_ ? s.y_size() : s.x_size();
@@ -208,10 +210,9 @@ class CpuConvInt8 : public Instance {
     for (auto& v : w_) v = static_cast<uint8_t>(u8(rng));
   }
   void run(int) override {
-    for (int m = 0; m < nodes_; ++m) run_node(m, impl_ == "spush", out_.data() + m * out_size_);
+    for (int m = 0; m < nodes_; ++m) run_node(m, true, out_.data() + m * out_size_);
   }
   std::string check() override {
-    if (impl_ != "spush") return "-";
     run(0);
     std::vector<float> ref(static_cast<size_t>(out_size_));
     for (int m : {0, nodes_ - 1}) {
@@ -239,7 +240,6 @@ class CpuConvInt8 : public Instance {
         kernels::conv_u8_forward_ref(s_, in, pa, w, pw, out);
     }
   }
-  std::string impl_;
   bool backward_;
   int nodes_;
   kernels::ConvShape s_;
@@ -247,6 +247,89 @@ class CpuConvInt8 : public Instance {
   int64_t in_size_ = 0, out_size_ = 0;
   std::vector<uint8_t> in_, w_;
   std::vector<float> out_;
+};
+
+// fp32 convolution over `nodes` node-batched minibatches ([nodes, batch, c, h, w], one weight
+// tensor per node), OpenMP over nodes as nets::Conv2d does: impl "spush" runs a Conv2dPlan
+// (oneDNN when available) per node, "im2col" the reference (im2col + single-threaded sgemm).
+// op: conv_fwd (y = conv(x, w)), conv_bwd_data (dx), conv_bwd_weights (dw += ...).
+class CpuConv : public Instance {
+ public:
+  CpuConv(const std::string& impl, const std::string& op, const kernels::ConvShape& s, int nodes)
+      : op_(op),
+        s_(s),
+        nodes_(nodes),
+        plan_(s, false,
+              impl == "spush" ? kernels::ConvImpl::kFast : kernels::ConvImpl::kReference) {
+    std::mt19937_64 rng(41);
+    std::normal_distribution<float> g;
+    auto fill = [&](std::vector<float>& v, int64_t n, float scale) {
+      v.resize(static_cast<size_t>(n * nodes_));
+      for (auto& e : v) e = scale * g(rng);
+    };
+    fill(x_, s.x_size(), 1.0f);
+    fill(w_, s.w_size(), 0.1f);
+    fill(dy_, s.y_size(), 1.0f);
+    y_.resize(dy_.size());
+    dx_.resize(x_.size());
+    dw_.assign(w_.size(), 0.0f);
+  }
+  void run(int) override {
+    const int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);  // one BLAS thread per OpenMP task, as nets::Conv2d runs it
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < nodes_; ++n) run_node(plan_, n, dw_.data());
+    openblas_set_num_threads(saved);
+  }
+  // Every node's result against the reference, with the summation-order tolerance of
+  // tests/kernels/conv_test.cpp (2 min(n, 8 sqrt(n)) u sum|terms|).
+  std::string check() override {
+    if (plan_.impl() == kernels::ConvImpl::kReference) return "-";
+    const kernels::Conv2dPlan ref(s_, false, kernels::ConvImpl::kReference);
+    std::vector<float> got, want, bound;
+    int64_t n_terms = 0;
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(plan_, n, dw_.data());
+    got = result();
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(ref, n, dw_.data());
+    want = result();
+    for (auto* v : {&x_, &w_, &dy_})
+      for (auto& e : *v) e = std::fabs(e);
+    dw_.assign(w_.size(), 0.0f);
+    for (int n = 0; n < nodes_; ++n) run_node(ref, n, dw_.data());
+    bound = result();
+    if (op_ == "conv_fwd") n_terms = s_.k();
+    if (op_ == "conv_bwd_data") n_terms = s_.cout * s_.kh * s_.kw;
+    if (op_ == "conv_bwd_weights") n_terms = s_.batch * s_.oh() * s_.ow();
+    const double nn = static_cast<double>(n_terms);
+    const double f = 2.0 * std::min(nn, 8.0 * std::sqrt(nn)) / 16777216.0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= f * bound[i] + 1e-30))
+        return "FAIL: element " + std::to_string(i) + " differs from the reference";
+    return "ok";
+  }
+
+ private:
+  void run_node(const kernels::Conv2dPlan& p, int n, float* dw) {
+    const int64_t xs = s_.x_size(), ws = s_.w_size(), ys = s_.y_size();
+    if (op_ == "conv_fwd") {
+      p.forward(x_.data() + n * xs, w_.data() + n * ws, nullptr, y_.data() + n * ys);
+    } else if (op_ == "conv_bwd_data") {
+      p.backward_data(dy_.data() + n * ys, w_.data() + n * ws, dx_.data() + n * xs);
+    } else {
+      p.backward_weights(x_.data() + n * xs, dy_.data() + n * ys, dw + n * ws, nullptr);
+    }
+  }
+  std::vector<float> result() const {
+    return op_ == "conv_fwd" ? y_ : op_ == "conv_bwd_data" ? dx_ : dw_;
+  }
+
+  std::string op_;
+  kernels::ConvShape s_;
+  int nodes_;
+  kernels::Conv2dPlan plan_;
+  std::vector<float> x_, w_, dy_, y_, dx_, dw_;
 };
 
 CaseInfo info(const std::string& op, int64_t n, int64_t rows, const std::string& param,
@@ -382,27 +465,42 @@ std::vector<Case> cpu_cases(const Options& opt) {
                        }});
     }
   }
-  // 8-bit convolutions of ResNet-20's layer shapes, batch 32 per node, 4 and 16 nodes (4 only
-  // with --quick); the reference loops at 4 nodes. ops = 2 * MACs over all nodes; bytes = the
-  // u8 input and weights read and the fp32 output written, per node.
+  // Convolutions of ResNet-20's and LeNet-5's shapes, 4 and 16 nodes x batch 32 (4 nodes and
+  // ResNet-20's 3x3 stage shapes only with --quick); n = per-node samples, rows = nodes, each
+  // node its own weights. impl "spush": fp32 on the oneDNN plans (kernels/conv.h); "im2col": the
+  // fp32 reference (im2col + sgemm), the path the layers took before; "int8": the 8-bit
+  // forward / backward-data (kernels/conv_int8.h; backward-weights is fp32 by design), checked
+  // bit for bit against its reference loops. ops = 2 MACs over all nodes; bytes: fp32 operands
+  // read and the output written (int8: u8 operands, fp32 output).
+  std::vector<ConvCase> convs = resnet20_conv_shapes(32);
+  for (const ConvCase& c : lenet5_conv_shapes(32)) convs.push_back(c);
+  if (opt.quick) convs = {convs[2], convs[4], convs[6]};
   for (int nodes : opt.quick ? std::vector<int>{4} : std::vector<int>{4, 16}) {
-    for (const Resnet20Conv& c : resnet20_convs(32)) {
-      for (bool backward : {false, true}) {
-        const kernels::ConvShape s = c.shape;
-        const double in = static_cast<double>(backward ? s.y_size() : s.x_size());
-        const double out = static_cast<double>(backward ? s.x_size() : s.y_size());
-        std::vector<std::string> impls{"spush"};
-        if (nodes == 4) impls.push_back("reference");
-        for (const std::string& impl : impls) {
-          CaseInfo i = info(backward ? "conv_u8_bwd_data" : "conv_u8_fwd", s.batch, nodes,
-                            std::string(c.name), "uniform",
-                            nodes * (in + static_cast<double>(s.w_size()) + 4.0 * out),
-                            impl == "spush" ? 10 : 2);
+    for (const ConvCase& c : convs) {
+      for (const char* op : {"conv_fwd", "conv_bwd_data", "conv_bwd_weights"}) {
+        const bool has_int8 = std::string(op) != "conv_bwd_weights";
+        for (const char* impl : {"spush", "im2col", "int8"}) {
+          const bool int8 = std::string(impl) == "int8";
+          if (int8 && !has_int8) continue;
+          const kernels::ConvShape& s = c.shape;
+          const bool backward = std::string(op) == "conv_bwd_data";
+          const double in = static_cast<double>(backward ? s.y_size() : s.x_size());
+          const double out = static_cast<double>(backward ? s.x_size() : s.y_size());
+          const double bytes = int8 ? nodes * (in + static_cast<double>(s.w_size()) + 4.0 * out)
+                                    : 4.0 * nodes * (s.x_size() + s.w_size() + s.y_size());
+          CaseInfo i = info(op, s.batch, nodes, c.name, "normal", bytes, 10);
           i.impl = impl;
-          i.ops = 2.0 * static_cast<double>(s.macs()) * nodes;
-          cases.push_back({i, [impl, backward, nodes, s](void*) {
-                             return std::make_unique<CpuConvInt8>(impl, backward, nodes, s);
-                           }});
+          i.ops = 2.0 * nodes * static_cast<double>(s.macs());
+          i.iterations = i.ops > 2e9 ? 5 : 10;
+          if (int8) {
+            cases.push_back({i, [backward, nodes, s](void*) {
+                               return std::make_unique<CpuConvInt8>(backward, nodes, s);
+                             }});
+          } else {
+            cases.push_back({i, [impl = std::string(impl), op = std::string(op), s, nodes](void*) {
+                               return std::make_unique<CpuConv>(impl, op, s, nodes);
+                             }});
+          }
         }
       }
     }

@@ -177,10 +177,15 @@ nlohmann::json report(const std::string& header) {
       if (it == g_results.end() || it->second.median_us <= 0 || r.info.impl == impl) return 0.0;
       return it->second.median_us / r.median_us;
     };
-    const bool main_impl = r.info.impl == "spush";
+    // The rows the ratios are printed for: spush's kernels, and the 8-bit path (whose x_fp32 is
+    // over the fp32 path of the same case, "spush").
+    const bool int8 = r.info.impl == "int8";
+    const bool main_impl = r.info.impl == "spush" || int8;
     const double xc = main_impl ? speedup("cub_sort") : 0, xu = main_impl ? speedup("unfused") : 0,
-                 xp = main_impl ? std::max(speedup("cpu"), speedup("reference")) : 0,
-                 xf = main_impl ? speedup("sgemm_fp32") : 0;
+                 xp = main_impl
+                          ? std::max({speedup("cpu"), speedup("reference"), speedup("im2col")})
+                          : 0,
+                 xf = int8 ? speedup("spush") : (main_impl ? speedup("sgemm_fp32") : 0);
     const double gops = r.info.ops > 0 && r.median_us > 0 ? r.info.ops / (r.median_us * 1e3) : 0;
     fmt::print(
         "{:<14} {:>10} {:>5} {:>8} {:>10} {:>10} {:>10.1f} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} "

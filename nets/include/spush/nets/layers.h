@@ -1,7 +1,9 @@
 // CPU layers over node-batched tensors [nodes, batch, c, h, w] (see layer.h for the contract).
 //
-//   Conv2d           im2col + cblas_sgemm per (node, sample chunk); weight [out, in, kh, kw],
-//                    optional bias [out]; He-normal init (fan_out), bias 0.
+//   Conv2d           kernels::Conv2dPlan per (node, sample range): oneDNN, or the im2col + sgemm
+//                    reference (kernels::set_conv_impl, kernels/include/spush/kernels/conv.h);
+//                    weight [out, in, kh, kw], optional bias [out]; He-normal init (fan_out),
+//                    bias 0.
 //   Linear           y = x W^T + b over [nodes, batch, in, 1, 1]; weight [out, in], bias [out].
 //   ReLU, Flatten, MaxPool2d, AvgPool2d (count_include_pad), GlobalAvgPool.
 //   ZeroPadShortcut  ResNet option A: x[:, :, ::s, ::s] with channels zero-padded to `out`
@@ -22,12 +24,20 @@
 // Conv2d/Linear constructed calls openblas_set_num_threads(1) for the process.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "spush/nets/layer.h"
 
+namespace spush::kernels {
+class Conv2dPlan;
+}
+
 namespace spush::nets {
+namespace detail {
+struct NodeSplit;
+}
 
 struct Conv2dSpec {
   int64_t in = 0, out = 0;  // channels
@@ -57,9 +67,13 @@ class Conv2d final : public Layer {
 
  private:
   Conv2dSpec spec_;
+  // The plan for `samples` samples of input shape `in` with the current kernels::conv_impl()
+  // (built on first use; the layer keeps the last few).
+  const kernels::Conv2dPlan& plan(int64_t samples, Shape3 in);
+  std::vector<const kernels::Conv2dPlan*> task_plans(const detail::NodeSplit& split, Shape3 in);
+
   int64_t w_off_ = -1, b_off_ = -1;
-  std::vector<std::vector<float>> scratch_;  // per OpenMP thread: im2col + gemm output
-  std::vector<float> partial_;               // per-task weight-gradient partial sums
+  std::vector<std::shared_ptr<const kernels::Conv2dPlan>> plans_;
 };
 
 class Linear final : public Layer {

@@ -198,8 +198,9 @@ struct Case {
 };
 
 std::vector<Case> cpu_cases(const Options& opt);
-std::vector<Case> gpu_cases(const Options& opt);  // empty in builds without CUDA
-std::string gpu_description();                    // "" without a usable GPU
+std::vector<Case> train_cases(const Options& opt);  // whole training iterations (CPU)
+std::vector<Case> gpu_cases(const Options& opt);    // empty in builds without CUDA
+std::string gpu_description();                      // "" without a usable GPU
 
 // Shapes shared by the CPU and GPU case lists.
 inline std::vector<int64_t> global_sizes(const Options& opt) {

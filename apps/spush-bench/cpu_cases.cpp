@@ -505,6 +505,7 @@ std::vector<Case> cpu_cases(const Options& opt) {
       }
     }
   }
+  for (Case& c : train_cases(opt)) cases.push_back(std::move(c));
   return cases;
 }
 

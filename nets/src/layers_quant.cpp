@@ -127,101 +127,79 @@ void poison(float* y, int64_t ny, float* xq, int64_t nx) {
   if (xq) std::fill(xq, xq + nx, std::numeric_limits<float>::quiet_NaN());
 }
 
-void check_context(const Layer& l, const std::shared_ptr<const QuantContext>& ctx) {
-  if (!ctx) throw std::invalid_argument(detail::who(l) + ": needs a QuantContext");
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// QConv2d
+// QuantizedLayer
 
-QConv2d::QConv2d(const Conv2dSpec& spec, std::shared_ptr<const QuantContext> ctx)
-    : fp32_(spec), ctx_(std::move(ctx)) {
-  check_context(*this, ctx_);
+QuantizedLayer::QuantizedLayer(std::shared_ptr<const QuantContext> ctx) : ctx_(std::move(ctx)) {
+  if (!ctx_) throw std::invalid_argument("quantized layer: needs a QuantContext");
 }
 
-QConv2d::~QConv2d() = default;
-
-std::string QConv2d::describe() const {
-  std::string d = fp32_.describe();
-  return "Q" + d;
-}
-
-void QConv2d::declare(Layout& layout, const std::string& name) {
+void QuantizedLayer::declare(Layout& layout, const std::string& name) {
   name_ = name;
-  fp32_.declare(layout, name);
+  fp32().declare(layout, name);
 }
 
-void QConv2d::set_nodes(int64_t nodes) {
+void QuantizedLayer::set_nodes(int64_t nodes) {
   nodes_ = nodes;
   act_range_.assign(static_cast<size_t>(2 * nodes), 0.0f);
 }
 
-std::vector<BufferRef> QConv2d::buffers() { return {{name_ + ".act_range", &act_range_, 2}}; }
+std::vector<BufferRef> QuantizedLayer::buffers() {
+  return {{name_ + ".act_range", &act_range_, 2}};
+}
 
-void QConv2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+void QuantizedLayer::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
   detail::check_input(*this, in, params);
-  detail::check_declared(*this, fp32_.weight_offset(), params);
+  detail::check_declared(*this, weight_offset(), params);
   if (nodes_ != in.nodes) set_nodes(in.nodes);
-  const Conv2dSpec& s = fp32_.spec();
-  const Shape3 os = output_shape(in.shape3());
-  out.resize(in.nodes, in.batch, os);
-  const k::ConvShape shape{in.batch, in.c,       in.h,       in.w,    s.out,  s.kh,
-                           s.kw,     s.stride_h, s.stride_w, s.pad_h, s.pad_w};
-  if (!plan_ || !(plan_->shape() == shape)) plan_ = std::make_unique<k::ConvInt8Plan>(shape);
-  const int64_t wsize = shape.w_size(), per_node = in.node_stride();
+  out.resize(in.nodes, in.batch, output_shape(in.shape3()));
+  prepare(in);
+  const int64_t wsize = weight_size(), bsize = bias_size(), per_node = in.node_stride();
+  const int64_t positions = bsize > 0 ? out.sample_stride() / bsize : 0;  // per bias value
   xq_.resize_like(in);
   pq_ = NodeMatrix(in.nodes, num_params());
   qx_.resize(static_cast<size_t>(per_node));
   qw_.resize(static_cast<size_t>(in.nodes * wsize));
-  wq_params_.resize(static_cast<size_t>(2 * in.nodes));
-  const bool stochastic = ctx_->stochastic_activations;
+  pw_.resize(static_cast<size_t>(in.nodes));
+  const k::Rounding act_rounding =
+      ctx_->stochastic_activations ? k::Rounding::kStochastic : k::Rounding::kNearestEven;
   for (int64_t n = 0; n < in.nodes; ++n) {
-    const float* w = params.row(n) + fp32_.weight_offset();
+    const float* w = params.row(n) + weight_offset();
     uint8_t* qw = qw_.data() + n * wsize;
-    k::QParams pw, px;
+    float* bq = pq_.row(n) + wsize;
+    k::QParams px;
     if (!node_params(w, wsize, qw, pq_.row(n), in.node(n), in.batch, in.sample_stride(), train,
-                     act_range_.data() + 2 * n, pw, px)) {
+                     act_range_.data() + 2 * n, pw_[n], px) ||
+        (bsize > 0 && !quantize_bias(w + wsize, bsize, bq))) {
       poison(out.node(n), out.node_stride(), xq_.node(n), per_node);  // diverged: NaN out
       continue;
     }
-    wq_params_[2 * n] = pw.lo;
-    wq_params_[2 * n + 1] = pw.scale;
-    k::quantize_u8(in.node(n), per_node, px,
-                   stochastic ? k::Rounding::kStochastic : k::Rounding::kNearestEven,
+    k::quantize_u8(in.node(n), per_node, px, act_rounding,
                    stream_key(*ctx_, name_, Role::kActivation, n), qx_.data());
     k::dequantize_u8(qx_.data(), per_node, px, xq_.node(n));
     float* y = out.node(n);
-    plan_->forward(qx_.data(), px, qw, pw, y);
-    if (s.bias) {
-      const float* b = params.row(n) + fp32_.bias_offset();
-      float* bq = pq_.row(n) + wsize;
-      if (!quantize_bias(b, s.out, bq)) {
-        poison(out.node(n), out.node_stride(), nullptr, 0);
-        continue;
+    int8_forward(in, qx_.data(), px, qw, pw_[n], y);
+    for (int64_t i = 0; i < in.batch && bsize > 0; ++i)
+      for (int64_t c = 0; c < bsize; ++c) {
+        float* d = y + (i * bsize + c) * positions;
+        for (int64_t p = 0; p < positions; ++p) d[p] += bq[c];
       }
-      const int64_t P = os.h * os.w;
-      for (int64_t i = 0; i < in.batch; ++i)
-        for (int64_t co = 0; co < s.out; ++co) {
-          float* d = y + (i * s.out + co) * P;
-          for (int64_t p = 0; p < P; ++p) d[p] += bq[co];
-        }
-    }
   }
 }
 
-void QConv2d::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
-                       const NodeMatrix& params, NodeMatrix& dparams) {
+void QuantizedLayer::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
+                              const NodeMatrix& params, NodeMatrix& dparams) {
   detail::check_backward(*this, in, out, dout, params, dparams);
-  if (!xq_.same_shape(in) || !plan_)
+  if (!xq_.same_shape(in) || pw_.size() != static_cast<size_t>(in.nodes))
     throw std::logic_error(detail::who(*this) + ": backward without a matching forward");
   // fp32 branch: dw += dy (x) x_hat, db += sum dy (no input gradient from the fp32 layer).
-  fp32_.backward(xq_, out, dout, nullptr, params, dparams);
+  fp32().backward(xq_, out, dout, nullptr, params, dparams);
   if (!dinp) return;
-  // 8-bit branch: dx = conv^T(Q8_stochastic(dy), w_hat).
+  // 8-bit branch: dx = op^T(Q8_stochastic(dy), w_hat).
   dinp->resize_like(in);
-  const int64_t wsize = plan_->shape().w_size(), per_node = dout.node_stride();
+  const int64_t wsize = weight_size(), per_node = dout.node_stride();
   qg_.resize(static_cast<size_t>(per_node));
   for (int64_t n = 0; n < in.nodes; ++n) {
     const float* g = dout.node(n);
@@ -232,98 +210,54 @@ void QConv2d::backward(const Tensor& in, const Tensor& out, const Tensor& dout, 
     }
     k::quantize_u8(g, per_node, pg, k::Rounding::kStochastic,
                    stream_key(*ctx_, name_, Role::kGradient, n), qg_.data());
-    const k::QParams pw{wq_params_[2 * n], wq_params_[2 * n + 1]};
-    plan_->backward_data(qg_.data(), pg, qw_.data() + n * wsize, pw, dinp->node(n));
+    int8_backward_data(in, qg_.data(), pg, qw_.data() + n * wsize, pw_[n], dinp->node(n));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// QLinear
+// QConv2d: kernels::ConvInt8Plan, one per input shape.
+
+QConv2d::QConv2d(const Conv2dSpec& spec, std::shared_ptr<const QuantContext> ctx)
+    : QuantizedLayer(std::move(ctx)), fp32_(spec) {}
+
+QConv2d::~QConv2d() = default;
+
+int64_t QConv2d::weight_size() const {
+  const Conv2dSpec& s = fp32_.spec();
+  return s.out * s.in * s.kh * s.kw;
+}
+
+void QConv2d::prepare(const Tensor& in) {
+  const Conv2dSpec& s = fp32_.spec();
+  const k::ConvShape shape{in.batch, in.c,       in.h,       in.w,    s.out,  s.kh,
+                           s.kw,     s.stride_h, s.stride_w, s.pad_h, s.pad_w};
+  if (!plan_ || !(plan_->shape() == shape)) plan_ = std::make_unique<k::ConvInt8Plan>(shape);
+}
+
+void QConv2d::int8_forward(const Tensor&, const uint8_t* qx, k::QParams px, const uint8_t* qw,
+                           k::QParams pw, float* y) {
+  plan_->forward(qx, px, qw, pw, y);
+}
+
+void QConv2d::int8_backward_data(const Tensor&, const uint8_t* qg, k::QParams pg, const uint8_t* qw,
+                                 k::QParams pw, float* dx) {
+  plan_->backward_data(qg, pg, qw, pw, dx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// QLinear: kernels::linear_u8_forward / linear_u8_backward_data (the int8 GEMM).
 
 QLinear::QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<const QuantContext> ctx)
-    : fp32_(in, out, bias), in_(in), out_(out), bias_(bias), ctx_(std::move(ctx)) {
-  check_context(*this, ctx_);
+    : QuantizedLayer(std::move(ctx)), fp32_(in, out, bias), in_(in), out_(out), bias_(bias) {}
+
+void QLinear::int8_forward(const Tensor& in, const uint8_t* qx, k::QParams px, const uint8_t* qw,
+                           k::QParams pw, float* y) {
+  k::linear_u8_forward(in.batch, in_, out_, qx, px, qw, pw, y);
 }
 
-std::string QLinear::describe() const { return "Q" + fp32_.describe(); }
-
-void QLinear::declare(Layout& layout, const std::string& name) {
-  name_ = name;
-  fp32_.declare(layout, name);
-}
-
-void QLinear::set_nodes(int64_t nodes) {
-  nodes_ = nodes;
-  act_range_.assign(static_cast<size_t>(2 * nodes), 0.0f);
-}
-
-std::vector<BufferRef> QLinear::buffers() { return {{name_ + ".act_range", &act_range_, 2}}; }
-
-void QLinear::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
-  detail::check_input(*this, in, params);
-  detail::check_declared(*this, fp32_.weight_offset(), params);
-  if (nodes_ != in.nodes) set_nodes(in.nodes);
-  out.resize(in.nodes, in.batch, out_, 1, 1);
-  const int64_t wsize = in_ * out_, per_node = in.node_stride();
-  xq_.resize_like(in);
-  pq_ = NodeMatrix(in.nodes, num_params());
-  qx_.resize(static_cast<size_t>(per_node));
-  qw_.resize(static_cast<size_t>(in.nodes * wsize));
-  wq_params_.resize(static_cast<size_t>(2 * in.nodes));
-  const bool stochastic = ctx_->stochastic_activations;
-  for (int64_t n = 0; n < in.nodes; ++n) {
-    const float* w = params.row(n) + fp32_.weight_offset();
-    uint8_t* qw = qw_.data() + n * wsize;
-    k::QParams pw, px;
-    if (!node_params(w, wsize, qw, pq_.row(n), in.node(n), in.batch, in_, train,
-                     act_range_.data() + 2 * n, pw, px)) {
-      poison(out.node(n), out.node_stride(), xq_.node(n), per_node);
-      continue;
-    }
-    wq_params_[2 * n] = pw.lo;
-    wq_params_[2 * n + 1] = pw.scale;
-    k::quantize_u8(in.node(n), per_node, px,
-                   stochastic ? k::Rounding::kStochastic : k::Rounding::kNearestEven,
-                   stream_key(*ctx_, name_, Role::kActivation, n), qx_.data());
-    k::dequantize_u8(qx_.data(), per_node, px, xq_.node(n));
-    float* y = out.node(n);
-    k::linear_u8_forward(in.batch, in_, out_, qx_.data(), px, qw, pw, y);
-    if (bias_) {
-      const float* b = params.row(n) + fp32_.weight_offset() + wsize;
-      float* bq = pq_.row(n) + wsize;
-      if (!quantize_bias(b, out_, bq)) {
-        poison(out.node(n), out.node_stride(), nullptr, 0);
-        continue;
-      }
-      for (int64_t i = 0; i < in.batch; ++i)
-        for (int64_t o = 0; o < out_; ++o) y[i * out_ + o] += bq[o];
-    }
-  }
-}
-
-void QLinear::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
-                       const NodeMatrix& params, NodeMatrix& dparams) {
-  detail::check_backward(*this, in, out, dout, params, dparams);
-  if (!xq_.same_shape(in))
-    throw std::logic_error(detail::who(*this) + ": backward without a matching forward");
-  fp32_.backward(xq_, out, dout, nullptr, params, dparams);
-  if (!dinp) return;
-  dinp->resize_like(in);
-  const int64_t wsize = in_ * out_, per_node = dout.node_stride();
-  qg_.resize(static_cast<size_t>(per_node));
-  for (int64_t n = 0; n < in.nodes; ++n) {
-    const float* g = dout.node(n);
-    k::QParams pg;
-    if (!finite_params(g, per_node, pg)) {
-      poison(dinp->node(n), dinp->node_stride(), nullptr, 0);
-      continue;
-    }
-    k::quantize_u8(g, per_node, pg, k::Rounding::kStochastic,
-                   stream_key(*ctx_, name_, Role::kGradient, n), qg_.data());
-    const k::QParams pw{wq_params_[2 * n], wq_params_[2 * n + 1]};
-    k::linear_u8_backward_data(in.batch, in_, out_, qg_.data(), pg, qw_.data() + n * wsize, pw,
-                               dinp->node(n));
-  }
+void QLinear::int8_backward_data(const Tensor& in, const uint8_t* qg, k::QParams pg,
+                                 const uint8_t* qw, k::QParams pw, float* dx) {
+  k::linear_u8_backward_data(in.batch, in_, out_, qg, pg, qw, pw, dx);
 }
 
 }  // namespace spush::nets

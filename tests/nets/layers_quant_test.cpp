@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <random>
 #include <vector>
@@ -282,6 +283,29 @@ TEST(QConv2d, BackwardWeightsIsFp32AndBackwardDataIsEightBit) {
     bias_max =
         std::max(bias_max, std::fabs(dx_mean[static_cast<size_t>(i)] / kIters - dx_f.data[i]));
   EXPECT_LE(bias_max, 5 * se) << "mean input gradient is biased";
+}
+
+// A non-finite input, weight or output gradient of one node (a diverged run) makes that node's
+// output / input gradient NaN, so the trainer reports the divergence; other nodes are untouched.
+TEST(QConv2d, NonFiniteValuesOfOneNodeGiveNaNForThatNodeOnly) {
+  std::mt19937_64 rng(16);
+  auto ctx = std::make_shared<QuantContext>();
+  QConv2d q({2, 3, 3, 3, 1, 1, 1, 1, true}, ctx);
+  Layout l;
+  NodeMatrix p = random_params(q, l, 3, rng);
+  Tensor x = random_tensor(3, 2, 2, 5, 5, rng);
+  x.node(1)[7] = std::numeric_limits<float>::quiet_NaN();
+  p.row(2)[0] = std::numeric_limits<float>::infinity();
+  Tensor y;
+  q.forward(x, y, p, true);
+  for (int64_t n = 0; n < 3; ++n)
+    for (int64_t i = 0; i < y.node_stride(); ++i)
+      ASSERT_EQ(std::isnan(y.node(n)[i]), n != 0) << "node " << n << " element " << i;
+  Tensor dy = random_tensor(3, 2, 3, 5, 5, rng), dx;
+  dy.node(0)[3] = -std::numeric_limits<float>::infinity();
+  NodeMatrix dp(p.rows(), p.cols());
+  q.backward(x, y, dy, &dx, p, dp);
+  for (int64_t i = 0; i < dx.node_stride(); ++i) ASSERT_TRUE(std::isnan(dx.node(0)[i])) << i;
 }
 
 TEST(QuantModels, Int8ModelsHaveTheFp32ParametersAndLearn) {

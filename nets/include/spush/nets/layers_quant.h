@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "spush/kernels/quantize.h"
 #include "spush/nets/layer.h"
 #include "spush/nets/layers.h"
 
@@ -41,16 +42,15 @@ struct QuantContext {
   bool stochastic_activations = true;  // false: nearest-even for activations too
 };
 
-class QConv2d final : public Layer {
+// What QConv2d and QLinear share: the per-node quantization of weights, bias, input and output
+// gradient, the activation ranges, the bias, the fp32 backward-weights and the NaN propagation.
+// A subclass supplies the fp32 layer it mirrors and the two integer ops.
+class QuantizedLayer : public Layer {
  public:
-  QConv2d(const Conv2dSpec& spec, std::shared_ptr<const QuantContext> ctx);
-  ~QConv2d() override;
-  std::string type() const override { return "QConv2d"; }
-  std::string describe() const override;
   void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return fp32_.num_params(); }
-  Shape3 output_shape(Shape3 in) const override { return fp32_.output_shape(in); }
-  void init(float* row, std::mt19937_64& rng) const override { fp32_.init(row, rng); }
+  int64_t num_params() const override { return fp32().num_params(); }
+  Shape3 output_shape(Shape3 in) const override { return fp32().output_shape(in); }
+  void init(float* row, std::mt19937_64& rng) const override { fp32().init(row, rng); }
   void set_nodes(int64_t nodes) override;
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
@@ -62,47 +62,74 @@ class QConv2d final : public Layer {
   const Tensor& dequantized_input() const { return xq_; }
   const NodeMatrix& dequantized_params() const { return pq_; }
 
+ protected:
+  explicit QuantizedLayer(std::shared_ptr<const QuantContext> ctx);
+  virtual const Layer& fp32() const = 0;
+  virtual Layer& fp32() = 0;
+  virtual int64_t weight_offset() const = 0;
+  virtual int64_t weight_size() const = 0;
+  virtual int64_t bias_size() const = 0;  // 0: no bias (the bias follows the weight)
+  // Sizes whatever the integer ops need for an input like `in` (called before each forward).
+  virtual void prepare(const Tensor& in) {}
+  // y = op(x_hat, w_hat) of one node (overwrites y); dx = op^T(g_hat, w_hat) (overwrites dx).
+  virtual void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px,
+                            const uint8_t* qw, kernels::QParams pw, float* y) = 0;
+  virtual void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
+                                  const uint8_t* qw, kernels::QParams pw, float* dx) = 0;
+
  private:
-  Conv2d fp32_;
   std::shared_ptr<const QuantContext> ctx_;
   int64_t nodes_ = 0;
   std::vector<float> act_range_;  // [nodes, 2]: running (lo, hi); (0, 0) until the first step
   Tensor xq_;                     // dequantized input of the last forward
   NodeMatrix pq_;                 // dequantized weight and bias of the last forward
   std::vector<uint8_t> qx_, qw_, qg_;
-  std::vector<float> wq_params_;  // per node: (lo, scale) of the weights
+  std::vector<kernels::QParams> pw_;  // per node: the weights' parameters
+};
+
+class QConv2d final : public QuantizedLayer {
+ public:
+  QConv2d(const Conv2dSpec& spec, std::shared_ptr<const QuantContext> ctx);
+  ~QConv2d() override;
+  std::string type() const override { return "QConv2d"; }
+  std::string describe() const override { return "Q" + fp32_.describe(); }
+
+ private:
+  const Layer& fp32() const override { return fp32_; }
+  Layer& fp32() override { return fp32_; }
+  int64_t weight_offset() const override { return fp32_.weight_offset(); }
+  int64_t weight_size() const override;
+  int64_t bias_size() const override { return fp32_.spec().bias ? fp32_.spec().out : 0; }
+  void prepare(const Tensor& in) override;
+  void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px, const uint8_t* qw,
+                    kernels::QParams pw, float* y) override;
+  void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
+                          const uint8_t* qw, kernels::QParams pw, float* dx) override;
+
+  Conv2d fp32_;
   std::unique_ptr<kernels::ConvInt8Plan> plan_;
 };
 
-class QLinear final : public Layer {
+class QLinear final : public QuantizedLayer {
  public:
   QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<const QuantContext> ctx);
   std::string type() const override { return "QLinear"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return fp32_.num_params(); }
-  Shape3 output_shape(Shape3 in) const override { return fp32_.output_shape(in); }
-  void init(float* row, std::mt19937_64& rng) const override { fp32_.init(row, rng); }
-  void set_nodes(int64_t nodes) override;
-  void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
-  void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
-                const NodeMatrix& params, NodeMatrix& dparams) override;
-  std::vector<BufferRef> buffers() override;
-
-  const Tensor& dequantized_input() const { return xq_; }
-  const NodeMatrix& dequantized_params() const { return pq_; }
+  std::string describe() const override { return "Q" + fp32_.describe(); }
 
  private:
+  const Layer& fp32() const override { return fp32_; }
+  Layer& fp32() override { return fp32_; }
+  int64_t weight_offset() const override { return fp32_.weight_offset(); }
+  int64_t weight_size() const override { return in_ * out_; }
+  int64_t bias_size() const override { return bias_ ? out_ : 0; }
+  void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px, const uint8_t* qw,
+                    kernels::QParams pw, float* y) override;
+  void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
+                          const uint8_t* qw, kernels::QParams pw, float* dx) override;
+
   Linear fp32_;
   int64_t in_, out_;
   bool bias_;
-  std::shared_ptr<const QuantContext> ctx_;
-  int64_t nodes_ = 0;
-  std::vector<float> act_range_;
-  Tensor xq_;
-  NodeMatrix pq_;
-  std::vector<uint8_t> qx_, qw_, qg_;
-  std::vector<float> wq_params_;
 };
 
 }  // namespace spush::nets

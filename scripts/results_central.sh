@@ -19,17 +19,7 @@ out=runs/results-central
 threads=$(( $(nproc) / par )); (( threads >= 1 )) || threads=1
 common=(--model lenet5 --dataset fashion-mnist --batch 32 --seed 1 --overwrite --quiet
         --threads "$threads")
-run() {
-  local name=$1; shift
-  if [[ -z ${SPUSH_RERUN:-} ]] && grep -q '^done:' "$out/$name.log" 2>/dev/null; then
-    echo "== $name: finished earlier (SPUSH_RERUN=1 runs it again)"; tail -1 "$out/$name.log"
-    return
-  fi
-  echo "== $name: spush-train ${common[*]} $* --out $out/$name"
-  "$bin" "${common[@]}" "$@" --out "$out/$name" > "$out/$name.log" 2>&1 || {
-    echo "!! $name failed:"; tail -3 "$out/$name.log"; }
-  tail -1 "$out/$name.log"
-}
+source scripts/results_lib.sh
 mkdir -p "$out"
 rows=()
 if [[ $which == noniid || $which == all ]]; then
@@ -69,7 +59,7 @@ active=0
 for row in "${rows[@]}"; do
   name=${row%%|*}; flags=${row#*|}
   # shellcheck disable=SC2086
-  run "$name" $flags &
+  results_row "$name" $flags &
   active=$((active + 1))
   if (( active >= par )); then wait -n; active=$((active - 1)); fi
 done

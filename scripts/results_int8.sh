@@ -15,17 +15,7 @@ bin=${1:-build}/bin/spush-train
 which=${2:-all}
 out=runs/results-int8
 common=(--nodes 8 --dataset fashion-mnist --batch 32 --seed 1 --overwrite --quiet)
-run() {
-  local name=$1; shift
-  if [[ -z ${SPUSH_RERUN:-} ]] && grep -q '^done:' "$out/$name.log" 2>/dev/null; then
-    echo "== $name: finished earlier (SPUSH_RERUN=1 runs it again)"; tail -1 "$out/$name.log"
-    return
-  fi
-  echo "== $name: spush-train ${common[*]} $* --out $out/$name"
-  "$bin" "${common[@]}" "$@" --out "$out/$name" > "$out/$name.log" 2>&1 || {
-    echo "!! $name failed:"; tail -3 "$out/$name.log"; }
-  tail -1 "$out/$name.log"
-}
+source scripts/results_lib.sh
 mkdir -p "$out"
 algos=("deepsqueeze|--algorithm deepsqueeze --topology bidir-ring --density 0.01"
        "choco|--algorithm choco --density 0.01"
@@ -40,7 +30,7 @@ for m in "${models[@]}"; do
     for s in 0 0.8; do
       for p in fp32 int8; do
         # shellcheck disable=SC2086
-        run "${m%%|*}_${a%%|*}_s${s}_${p}" ${m#*|} ${a#*|} --skew "$s" --precision "$p"
+        results_row "${m%%|*}_${a%%|*}_s${s}_${p}" ${m#*|} ${a#*|} --skew "$s" --precision "$p"
       done
     done
   done

@@ -98,59 +98,100 @@ void scatter_range_grad(float* base, int64_t stride, int64_t len, int64_t k, con
   }
 }
 
-// Declares "<name>.weight" (gamma), "<name>.bias" (beta) of `c` floats each.
-void declare_affine(Layout& layout, const std::string& name, int64_t c, int64_t& g_off,
-                    int64_t& b_off) {
-  g_off = layout.segment(layout.add(name + ".weight", {c})).offset;
-  b_off = layout.segment(layout.add(name + ".bias", {c})).offset;
+// Over the (batch, h, w) elements of node n's channel c: sdy = sum(dy) and sdyx = sum(dy * (x -
+// mu) * r), the beta and gamma gradients of the batch-norm family.
+void channel_sums(const Tensor& in, const Tensor& dout, int64_t n, int64_t c, float mu, float r,
+                  double& sdy, double& sdyx) {
+  const int64_t hw = in.h * in.w;
+  sdy = 0.0;
+  sdyx = 0.0;
+  for (int64_t b = 0; b < in.batch; ++b) {
+    const float* x = in.sample(n, b) + c * hw;
+    const float* dy = dout.sample(n, b) + c * hw;
+    for (int64_t i = 0; i < hw; ++i) {
+      sdy += dy[i];
+      sdyx += dy[i] * ((x[i] - mu) * r);
+    }
+  }
 }
 
 }  // namespace
 
-// ---- BatchNorm2d ------------------------------------------------------------------------------
+// ---- shared bookkeeping -----------------------------------------------------------------------
 
-BatchNorm2d::BatchNorm2d(int64_t channels, float momentum, float eps)
-    : c_(channels), momentum_(momentum), eps_(eps) {
-  if (channels <= 0 || !(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f))
-    throw std::invalid_argument(
-        "BatchNorm2d: need channels > 0, momentum in [0, 1], eps > 0; got " +
-        std::to_string(channels) + ", " + std::to_string(momentum) + ", " + std::to_string(eps));
-}
-
-std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_string(c_) + ")"; }
-
-void BatchNorm2d::declare(Layout& layout, const std::string& name) {
+void AffineNorm::declare(Layout& layout, const std::string& name) {
   name_ = name;
-  declare_affine(layout, name, c_, g_off_, b_off_);
+  g_off_ = layout.segment(layout.add(name + ".weight", {c_})).offset;
+  b_off_ = layout.segment(layout.add(name + ".bias", {c_})).offset;
 }
 
-Shape3 BatchNorm2d::output_shape(Shape3 in) const {
+Shape3 AffineNorm::output_shape(Shape3 in) const {
   check_channels(*this, in, c_);
   return in;
 }
 
-void BatchNorm2d::init(float* row, std::mt19937_64& rng) const {
+void AffineNorm::init(float* row, std::mt19937_64& rng) const {
   std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
   std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
 }
 
-void BatchNorm2d::set_nodes(int64_t nodes) {
+RunningNorm::RunningNorm(const char* type, const char* stat, int64_t channels, float momentum,
+                         float eps)
+    : AffineNorm(channels, eps), stat_(stat), momentum_(momentum) {
+  if (channels <= 0 || !(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f))
+    throw std::invalid_argument(
+        std::string(type) + ": need channels > 0, momentum in [0, 1], eps > 0; got " +
+        std::to_string(channels) + ", " + std::to_string(momentum) + ", " + std::to_string(eps));
+}
+
+std::string RunningNorm::describe() const { return type() + "(" + std::to_string(c_) + ")"; }
+
+void RunningNorm::set_nodes(int64_t nodes) {
   nodes_ = nodes;
   run_mean_.assign(static_cast<size_t>(nodes * c_), 0.0f);
-  run_var_.assign(static_cast<size_t>(nodes * c_), 1.0f);
+  run_stat_.assign(static_cast<size_t>(nodes * c_), 1.0f);
 }
 
-std::vector<BufferRef> BatchNorm2d::buffers() {
-  return {{name_ + ".running_mean", &run_mean_, c_}, {name_ + ".running_var", &run_var_, c_}};
+std::vector<BufferRef> RunningNorm::buffers() {
+  return {{name_ + ".running_mean", &run_mean_, c_}, {name_ + "." + stat_, &run_stat_, c_}};
 }
 
-void BatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
-  detail::check_input(*this, in, params);
-  detail::check_declared(*this, g_off_, params);
+void RunningNorm::check_nodes(const Tensor& in) const {
   if (in.nodes != nodes_ || run_mean_.size() != static_cast<size_t>(nodes_ * c_))
     throw std::invalid_argument(detail::who(*this) + ": input has " + std::to_string(in.nodes) +
                                 " nodes but the running statistics hold " + std::to_string(nodes_) +
                                 " (call set_nodes / Model::init)");
+}
+
+GroupedNorm::GroupedNorm(const char* type, int64_t groups, int64_t channels, float eps)
+    : AffineNorm(channels, eps), g_(groups) {
+  check_groups(type, groups, channels);
+  if (!(eps > 0.0f)) throw std::invalid_argument(std::string(type) + ": eps must be > 0");
+}
+
+std::string GroupedNorm::describe() const {
+  return type() + "(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
+}
+
+void EvoNormBase::declare(Layout& layout, const std::string& name) {
+  GroupedNorm::declare(layout, name);
+  v_off_ = layout.segment(layout.add(name + ".v", {c_})).offset;
+}
+
+void EvoNormBase::init(float* row, std::mt19937_64& rng) const {
+  GroupedNorm::init(row, rng);
+  std::fill(row + v_off_, row + v_off_ + c_, 1.0f);
+}
+
+// ---- BatchNorm2d ------------------------------------------------------------------------------
+
+BatchNorm2d::BatchNorm2d(int64_t channels, float momentum, float eps)
+    : RunningNorm("BatchNorm2d", "running_var", channels, momentum, eps) {}
+
+void BatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
+  detail::check_input(*this, in, params);
+  detail::check_declared(*this, g_off_, params);
+  check_nodes(in);
   out.resize_like(in);
   train_ = train;
   mean_.resize(static_cast<size_t>(in.nodes * c_));
@@ -175,10 +216,10 @@ void BatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& param
       var = q / static_cast<double>(m);
       const double unbiased = m > 1 ? var * static_cast<double>(m) / (m - 1) : var;
       run_mean_[nc] = static_cast<float>((1.0 - momentum_) * run_mean_[nc] + momentum_ * mean);
-      run_var_[nc] = static_cast<float>((1.0 - momentum_) * run_var_[nc] + momentum_ * unbiased);
+      run_stat_[nc] = static_cast<float>((1.0 - momentum_) * run_stat_[nc] + momentum_ * unbiased);
     } else {
       mean = run_mean_[nc];
-      var = run_var_[nc];
+      var = run_stat_[nc];
     }
     const float mu = static_cast<float>(mean);
     const float r = static_cast<float>(1.0 / std::sqrt(var + eps_));
@@ -206,15 +247,8 @@ void BatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tensor& do
   for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
     const int64_t n = nc / c_, c = nc % c_;
     const float mu = mean_[nc], r = rstd_[nc];
-    double sdy = 0.0, sdyx = 0.0;
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* x = in.sample(n, b) + c * hw;
-      const float* dy = dout.sample(n, b) + c * hw;
-      for (int64_t i = 0; i < hw; ++i) {
-        sdy += dy[i];
-        sdyx += dy[i] * ((x[i] - mu) * r);
-      }
-    }
+    double sdy, sdyx;
+    channel_sums(in, dout, n, c, mu, r, sdy, sdyx);
     dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
     dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
     if (!dinp) continue;
@@ -234,29 +268,7 @@ void BatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tensor& do
 // ---- GroupNorm --------------------------------------------------------------------------------
 
 GroupNorm::GroupNorm(int64_t groups, int64_t channels, float eps)
-    : g_(groups), c_(channels), eps_(eps) {
-  check_groups("GroupNorm", groups, channels);
-  if (!(eps > 0.0f)) throw std::invalid_argument("GroupNorm: eps must be > 0");
-}
-
-std::string GroupNorm::describe() const {
-  return "GroupNorm(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
-}
-
-void GroupNorm::declare(Layout& layout, const std::string& name) {
-  name_ = name;
-  declare_affine(layout, name, c_, g_off_, b_off_);
-}
-
-Shape3 GroupNorm::output_shape(Shape3 in) const {
-  check_channels(*this, in, c_);
-  return in;
-}
-
-void GroupNorm::init(float* row, std::mt19937_64& rng) const {
-  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
-  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
-}
+    : GroupedNorm("GroupNorm", groups, channels, eps) {}
 
 void GroupNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
   detail::check_input(*this, in, params);
@@ -339,31 +351,7 @@ void GroupNorm::backward(const Tensor& in, const Tensor& out, const Tensor& dout
 // ---- EvoNormS0 --------------------------------------------------------------------------------
 
 EvoNormS0::EvoNormS0(int64_t groups, int64_t channels, float eps)
-    : g_(groups), c_(channels), eps_(eps) {
-  check_groups("EvoNormS0", groups, channels);
-  if (!(eps > 0.0f)) throw std::invalid_argument("EvoNormS0: eps must be > 0");
-}
-
-std::string EvoNormS0::describe() const {
-  return "EvoNormS0(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
-}
-
-void EvoNormS0::declare(Layout& layout, const std::string& name) {
-  name_ = name;
-  declare_affine(layout, name, c_, g_off_, b_off_);
-  v_off_ = layout.segment(layout.add(name + ".v", {c_})).offset;
-}
-
-Shape3 EvoNormS0::output_shape(Shape3 in) const {
-  check_channels(*this, in, c_);
-  return in;
-}
-
-void EvoNormS0::init(float* row, std::mt19937_64& rng) const {
-  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
-  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
-  std::fill(row + v_off_, row + v_off_ + c_, 1.0f);
-}
+    : EvoNormBase("EvoNormS0", groups, channels, eps) {}
 
 void EvoNormS0::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
   detail::check_input(*this, in, params);
@@ -477,50 +465,13 @@ double range_scale_factor(int64_t n) {
 // ---- RangeBatchNorm2d -------------------------------------------------------------------------
 
 RangeBatchNorm2d::RangeBatchNorm2d(int64_t channels, float momentum, float eps)
-    : c_(channels), momentum_(momentum), eps_(eps) {
-  if (channels <= 0 || !(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f))
-    throw std::invalid_argument(
-        "RangeBatchNorm2d: need channels > 0, momentum in [0, 1], eps > 0; got " +
-        std::to_string(channels) + ", " + std::to_string(momentum) + ", " + std::to_string(eps));
-}
-
-std::string RangeBatchNorm2d::describe() const {
-  return "RangeBatchNorm2d(" + std::to_string(c_) + ")";
-}
-
-void RangeBatchNorm2d::declare(Layout& layout, const std::string& name) {
-  name_ = name;
-  declare_affine(layout, name, c_, g_off_, b_off_);
-}
-
-Shape3 RangeBatchNorm2d::output_shape(Shape3 in) const {
-  check_channels(*this, in, c_);
-  return in;
-}
-
-void RangeBatchNorm2d::init(float* row, std::mt19937_64& rng) const {
-  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
-  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
-}
-
-void RangeBatchNorm2d::set_nodes(int64_t nodes) {
-  nodes_ = nodes;
-  run_mean_.assign(static_cast<size_t>(nodes * c_), 0.0f);
-  run_scale_.assign(static_cast<size_t>(nodes * c_), 1.0f);
-}
-
-std::vector<BufferRef> RangeBatchNorm2d::buffers() {
-  return {{name_ + ".running_mean", &run_mean_, c_}, {name_ + ".running_scale", &run_scale_, c_}};
-}
+    : RunningNorm("RangeBatchNorm2d", "running_scale", channels, momentum, eps) {}
 
 void RangeBatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& params,
                                bool train) {
   detail::check_input(*this, in, params);
   detail::check_declared(*this, g_off_, params);
-  if (in.nodes != nodes_ || run_mean_.size() != static_cast<size_t>(nodes_ * c_))
-    throw std::invalid_argument(detail::who(*this) + ": input has " + std::to_string(in.nodes) +
-                                " nodes but the running statistics hold " + std::to_string(nodes_) +
-                                " (call set_nodes / Model::init)");
+  check_nodes(in);
   out.resize_like(in);
   train_ = train;
   const int64_t hw = in.h * in.w, batch = in.batch, m = batch * hw;
@@ -546,10 +497,10 @@ void RangeBatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& 
       scale = f * chunk_ranges(base, batch, stride, hw, k, amax_.data() + nc * kRangeChunks,
                                amin_.data() + nc * kRangeChunks);
       run_mean_[nc] = static_cast<float>((1.0 - momentum_) * run_mean_[nc] + momentum_ * mean);
-      run_scale_[nc] = static_cast<float>((1.0 - momentum_) * run_scale_[nc] + momentum_ * scale);
+      run_stat_[nc] = static_cast<float>((1.0 - momentum_) * run_stat_[nc] + momentum_ * scale);
     } else {
       mean = run_mean_[nc];
-      scale = run_scale_[nc];
+      scale = run_stat_[nc];
     }
     const float mu = static_cast<float>(mean);
     const float r = static_cast<float>(1.0 / (scale + eps_));
@@ -579,15 +530,8 @@ void RangeBatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tenso
   for (int64_t nc = 0; nc < in.nodes * c_; ++nc) {
     const int64_t n = nc / c_, c = nc % c_;
     const float mu = mean_[nc], r = inv_[nc];
-    double sdy = 0.0, sdyx = 0.0;
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* x = in.sample(n, b) + c * hw;
-      const float* dy = dout.sample(n, b) + c * hw;
-      for (int64_t i = 0; i < hw; ++i) {
-        sdy += dy[i];
-        sdyx += dy[i] * ((x[i] - mu) * r);
-      }
-    }
+    double sdy, sdyx;
+    channel_sums(in, dout, n, c, mu, r, sdy, sdyx);
     dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
     dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
     if (!dinp) continue;
@@ -612,31 +556,7 @@ void RangeBatchNorm2d::backward(const Tensor& in, const Tensor& out, const Tenso
 // ---- RangeEvoNorm -----------------------------------------------------------------------------
 
 RangeEvoNorm::RangeEvoNorm(int64_t groups, int64_t channels, float eps)
-    : g_(groups), c_(channels), eps_(eps) {
-  check_groups("RangeEvoNorm", groups, channels);
-  if (!(eps > 0.0f)) throw std::invalid_argument("RangeEvoNorm: eps must be > 0");
-}
-
-std::string RangeEvoNorm::describe() const {
-  return "RangeEvoNorm(" + std::to_string(c_) + ", groups=" + std::to_string(g_) + ")";
-}
-
-void RangeEvoNorm::declare(Layout& layout, const std::string& name) {
-  name_ = name;
-  declare_affine(layout, name, c_, g_off_, b_off_);
-  v_off_ = layout.segment(layout.add(name + ".v", {c_})).offset;
-}
-
-Shape3 RangeEvoNorm::output_shape(Shape3 in) const {
-  check_channels(*this, in, c_);
-  return in;
-}
-
-void RangeEvoNorm::init(float* row, std::mt19937_64& rng) const {
-  std::fill(row + g_off_, row + g_off_ + c_, 1.0f);
-  std::fill(row + b_off_, row + b_off_ + c_, 0.0f);
-  std::fill(row + v_off_, row + v_off_ + c_, 1.0f);
-}
+    : EvoNormBase("RangeEvoNorm", groups, channels, eps) {}
 
 void RangeEvoNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) {
   detail::check_input(*this, in, params);

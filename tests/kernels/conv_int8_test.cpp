@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "conv_test_util.h"
+
 namespace spush::kernels {
 namespace {
 
@@ -47,106 +49,82 @@ std::vector<uint8_t> codes(int64_t n, Fill f, uint64_t seed) {
   return q;
 }
 
-ConvShape shape(int64_t b, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t kh, int64_t kw,
-                int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  ConvShape s;
-  s.batch = b;
-  s.cin = cin;
-  s.h = h;
-  s.w = w;
-  s.cout = cout;
-  s.kh = kh;
-  s.kw = kw;
-  s.sh = sh;
-  s.sw = sw;
-  s.ph = ph;
-  s.pw = pw;
-  return s;
-}
+using test::conv_shape;
 
 // ResNet-20's convolutions (batch 2), the first layers of the MNIST and CIFAR nets, and odd
 // shapes: batch 1, padding 0 / 1 / 2, non-square inputs, kernels and strides, 1x1 kernels with
 // padding (border outputs without any tap), strides that leave input rows unread.
 std::vector<ConvShape> shapes() {
   return {
-      shape(2, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),   // ResNet-20 conv1
-      shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // stage 1
-      shape(2, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1),  // stage 2 transition
-      shape(2, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0),  // its 1x1 shortcut
-      shape(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  // stage 2
-      shape(2, 32, 16, 16, 64, 3, 3, 2, 2, 1, 1),  // stage 3 transition
-      shape(2, 32, 16, 16, 64, 1, 1, 2, 2, 0, 0),
-      shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),   // stage 3
-      shape(2, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1),  // cin = 1, 28x28
-      shape(1, 1, 28, 28, 8, 5, 5, 1, 1, 2, 2),
-      shape(1, 5, 7, 9, 3, 3, 2, 2, 1, 1, 0),
-      shape(1, 3, 5, 5, 4, 5, 5, 1, 1, 2, 2),
-      shape(3, 7, 13, 11, 5, 3, 3, 3, 3, 0, 0),
-      shape(1, 4, 6, 6, 2, 1, 1, 1, 1, 1, 1),
-      shape(1, 4, 9, 9, 4, 3, 3, 2, 2, 2, 2),
-      shape(1, 3, 1, 1, 2, 3, 3, 1, 1, 1, 1),
-      shape(2, 6, 10, 7, 3, 3, 1, 1, 2, 1, 0),
-      shape(1, 2, 8, 8, 3, 2, 2, 2, 2, 0, 0),
-      shape(1, 17, 15, 15, 9, 3, 3, 2, 2, 1, 1),
+      conv_shape(2, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),   // ResNet-20 conv1
+      conv_shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // stage 1
+      conv_shape(2, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1),  // stage 2 transition
+      conv_shape(2, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0),  // its 1x1 shortcut
+      conv_shape(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),  // stage 2
+      conv_shape(2, 32, 16, 16, 64, 3, 3, 2, 2, 1, 1),  // stage 3 transition
+      conv_shape(2, 32, 16, 16, 64, 1, 1, 2, 2, 0, 0),
+      conv_shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),   // stage 3
+      conv_shape(2, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1),  // cin = 1, 28x28
+      conv_shape(1, 1, 28, 28, 8, 5, 5, 1, 1, 2, 2),
+      conv_shape(1, 5, 7, 9, 3, 3, 2, 2, 1, 1, 0),
+      conv_shape(1, 3, 5, 5, 4, 5, 5, 1, 1, 2, 2),
+      conv_shape(3, 7, 13, 11, 5, 3, 3, 3, 3, 0, 0),
+      conv_shape(1, 4, 6, 6, 2, 1, 1, 1, 1, 1, 1),
+      conv_shape(1, 4, 9, 9, 4, 3, 3, 2, 2, 2, 2),
+      conv_shape(1, 3, 1, 1, 2, 3, 3, 1, 1, 1, 1),
+      conv_shape(2, 6, 10, 7, 3, 3, 1, 1, 2, 1, 0),
+      conv_shape(1, 2, 8, 8, 3, 2, 2, 2, 2, 0, 0),
+      conv_shape(1, 17, 15, 15, 9, 3, 3, 2, 2, 1, 1),
   };
 }
+
+// Calls f(x index, w index, y index) for each tap of the convolution that reads the input
+// (taps on the zero padding skipped), in the order (b, co, i, j, ci, r, q).
+template <typename F>
+void for_each_tap(const ConvShape& s, F f) {
+  const int64_t oh = s.oh(), ow = s.ow();
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t co = 0; co < s.cout; ++co)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j)
+          for (int64_t ci = 0; ci < s.cin; ++ci)
+            for (int64_t r = 0; r < s.kh; ++r)
+              for (int64_t q = 0; q < s.kw; ++q) {
+                const int64_t yy = i * s.sh - s.ph + r, xx = j * s.sw - s.pw + q;
+                if (yy < 0 || yy >= s.h || xx < 0 || xx >= s.w) continue;
+                f(static_cast<size_t>(((b * s.cin + ci) * s.h + yy) * s.w + xx),
+                  static_cast<size_t>(((co * s.cin + ci) * s.kh + r) * s.kw + q),
+                  static_cast<size_t>(((b * s.cout + co) * oh + i) * ow + j));
+              }
+}
+
+// The dequantized value s q + lo of a code (exact in fp64), and its bound |s q| + |lo|.
+double val(QParams p, uint8_t q) { return double{p.scale} * q + double{p.lo}; }
+double bnd(QParams p, uint8_t q) { return double{p.scale} * q + std::fabs(double{p.lo}); }
 
 // The definition in fp64 on x_hat = s q + lo (exact in fp64); sets mag[e] to the sum over the
 // taps of |x_hat w_hat| with x_hat and w_hat replaced by |s q| + |lo| (the fp32 rounding bound).
 void forward_fp64(const ConvShape& s, const std::vector<uint8_t>& qx, QParams px,
                   const std::vector<uint8_t>& qw, QParams pw, std::vector<double>& y,
                   std::vector<double>& mag) {
-  const int64_t oh = s.oh(), ow = s.ow();
   y.assign(static_cast<size_t>(s.y_size()), 0.0);
   mag.assign(y.size(), 0.0);
-  auto val = [](QParams p, uint8_t q) { return double{p.scale} * q + double{p.lo}; };
-  auto bnd = [](QParams p, uint8_t q) { return double{p.scale} * q + std::fabs(double{p.lo}); };
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t co = 0; co < s.cout; ++co)
-      for (int64_t i = 0; i < oh; ++i)
-        for (int64_t j = 0; j < ow; ++j) {
-          double acc = 0, m = 0;
-          for (int64_t ci = 0; ci < s.cin; ++ci)
-            for (int64_t r = 0; r < s.kh; ++r)
-              for (int64_t q = 0; q < s.kw; ++q) {
-                const int64_t yy = i * s.sh - s.ph + r, xx = j * s.sw - s.pw + q;
-                if (yy < 0 || yy >= s.h || xx < 0 || xx >= s.w) continue;
-                const uint8_t a = qx[((b * s.cin + ci) * s.h + yy) * s.w + xx];
-                const uint8_t wv = qw[((co * s.cin + ci) * s.kh + r) * s.kw + q];
-                acc += val(px, a) * val(pw, wv);
-                m += bnd(px, a) * bnd(pw, wv);
-              }
-          const size_t e = static_cast<size_t>(((b * s.cout + co) * oh + i) * ow + j);
-          y[e] = acc;
-          mag[e] = m;
-        }
+  for_each_tap(s, [&](size_t xe, size_t we, size_t ye) {
+    y[ye] += val(px, qx[xe]) * val(pw, qw[we]);
+    mag[ye] += bnd(px, qx[xe]) * bnd(pw, qw[we]);
+  });
 }
 
+// Scatter form of the transposed convolution (a different loop order from the reference).
 void backward_fp64(const ConvShape& s, const std::vector<uint8_t>& qg, QParams pg,
                    const std::vector<uint8_t>& qw, QParams pw, std::vector<double>& dx,
                    std::vector<double>& mag) {
-  const int64_t oh = s.oh(), ow = s.ow();
   dx.assign(static_cast<size_t>(s.x_size()), 0.0);
   mag.assign(dx.size(), 0.0);
-  auto val = [](QParams p, uint8_t q) { return double{p.scale} * q + double{p.lo}; };
-  auto bnd = [](QParams p, uint8_t q) { return double{p.scale} * q + std::fabs(double{p.lo}); };
-  // Scatter form of the transposed convolution (a different loop order from the reference).
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t co = 0; co < s.cout; ++co)
-      for (int64_t i = 0; i < oh; ++i)
-        for (int64_t j = 0; j < ow; ++j) {
-          const uint8_t g = qg[((b * s.cout + co) * oh + i) * ow + j];
-          for (int64_t ci = 0; ci < s.cin; ++ci)
-            for (int64_t r = 0; r < s.kh; ++r)
-              for (int64_t q = 0; q < s.kw; ++q) {
-                const int64_t yy = i * s.sh - s.ph + r, xx = j * s.sw - s.pw + q;
-                if (yy < 0 || yy >= s.h || xx < 0 || xx >= s.w) continue;
-                const uint8_t wv = qw[((co * s.cin + ci) * s.kh + r) * s.kw + q];
-                const size_t e = static_cast<size_t>(((b * s.cin + ci) * s.h + yy) * s.w + xx);
-                dx[e] += val(pg, g) * val(pw, wv);
-                mag[e] += bnd(pg, g) * bnd(pw, wv);
-              }
-        }
+  for_each_tap(s, [&](size_t xe, size_t we, size_t ye) {
+    dx[xe] += val(pg, qg[ye]) * val(pw, qw[we]);
+    mag[xe] += bnd(pg, qg[ye]) * bnd(pw, qw[we]);
+  });
 }
 
 // |y - y64| <= 2^-23 |y64| + 2^-40 mag: one fp32 rounding of the result (2^-24, doubled for
@@ -174,49 +152,62 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 const QParams kX = qparams(-0.5f, 2.0f), kW = qparams(-0.3f, 0.25f),
               kG = qparams(-1.1e-3f, 0.9e-3f);
 
-void check_forward(const ConvShape& s, Fill fx, Fill fw, uint64_t seed, bool fp64) {
-  SCOPED_TRACE("forward " + s.str() + " fill " + std::to_string(static_cast<int>(fx)) + "/" +
-               std::to_string(static_cast<int>(fw)));
-  const std::vector<uint8_t> qx = codes(s.x_size(), fx, seed), qw = codes(s.w_size(), fw, seed + 1);
-  Int8Parts ref, fast;
-  conv_u8_forward_parts_ref(s, qx.data(), qw.data(), ref);
-  ConvInt8Plan plan(s);
-  plan.forward_parts(qx.data(), qw.data(), fast);
-  EXPECT_TRUE(ref.acc == fast.acc) << "acc differs";
-  EXPECT_TRUE(ref.sum_a == fast.sum_a) << "sum_a differs";
-  EXPECT_TRUE(ref.sum_w == fast.sum_w) << "sum_w differs";
-  EXPECT_TRUE(ref.n == fast.n) << "n differs";
-  std::vector<float> yr(static_cast<size_t>(s.y_size())), yf(yr.size(), -1.0f);
-  conv_u8_forward_ref(s, qx.data(), kX, qw.data(), kW, yr.data());
-  plan.forward(qx.data(), kX, qw.data(), kW, yf.data());
-  EXPECT_TRUE(same_bits(yr, yf)) << "fp32 outputs differ";
-  if (fp64) {
-    std::vector<double> want, mag;
-    forward_fp64(s, qx, kX, qw, kW, want, mag);
-    EXPECT_EQ(count_outside(yr, want, mag), 0);
-  }
-}
+// One direction of the convolution: forward (operand x, output y) or backward-data (operand g,
+// output dx), the weights the other operand.
+struct Direction {
+  const char* name;
+  int64_t (ConvShape::*a_size)() const;    // the operand's size
+  int64_t (ConvShape::*out_size)() const;  // the output's size
+  QParams pa;                              // the operand's quantization
+  decltype(&conv_u8_forward_parts_ref) parts_ref;
+  decltype(&ConvInt8Plan::forward_parts) parts;
+  decltype(&conv_u8_forward_ref) ref;
+  decltype(&ConvInt8Plan::forward) op;
+  decltype(&forward_fp64) fp64;
+};
 
-void check_backward(const ConvShape& s, Fill fg, Fill fw, uint64_t seed, bool fp64) {
-  SCOPED_TRACE("backward-data " + s.str() + " fill " + std::to_string(static_cast<int>(fg)) + "/" +
-               std::to_string(static_cast<int>(fw)));
-  const std::vector<uint8_t> qg = codes(s.y_size(), fg, seed), qw = codes(s.w_size(), fw, seed + 1);
+const Direction kForward{"forward",
+                         &ConvShape::x_size,
+                         &ConvShape::y_size,
+                         kX,
+                         &conv_u8_forward_parts_ref,
+                         &ConvInt8Plan::forward_parts,
+                         &conv_u8_forward_ref,
+                         &ConvInt8Plan::forward,
+                         &forward_fp64};
+const Direction kBackwardData{"backward-data",
+                              &ConvShape::y_size,
+                              &ConvShape::x_size,
+                              kG,
+                              &conv_u8_backward_data_parts_ref,
+                              &ConvInt8Plan::backward_data_parts,
+                              &conv_u8_backward_data_ref,
+                              &ConvInt8Plan::backward_data,
+                              &backward_fp64};
+
+// The plan against the reference, bit for bit (integer parts and fp32 outputs), and with `fp64`
+// the reference against the fp64 definition.
+void check(const Direction& d, const ConvShape& s, Fill fa, Fill fw, uint64_t seed, bool fp64) {
+  SCOPED_TRACE(std::string(d.name) + " " + s.str() + " fill " +
+               std::to_string(static_cast<int>(fa)) + "/" + std::to_string(static_cast<int>(fw)));
+  const std::vector<uint8_t> qa = codes((s.*d.a_size)(), fa, seed),
+                             qw = codes(s.w_size(), fw, seed + 1);
   Int8Parts ref, fast;
-  conv_u8_backward_data_parts_ref(s, qg.data(), qw.data(), ref);
+  d.parts_ref(s, qa.data(), qw.data(), ref);
   ConvInt8Plan plan(s);
-  plan.backward_data_parts(qg.data(), qw.data(), fast);
+  (plan.*d.parts)(qa.data(), qw.data(), fast);
   EXPECT_TRUE(ref.acc == fast.acc) << "acc differs";
   EXPECT_TRUE(ref.sum_a == fast.sum_a) << "sum_a differs";
   EXPECT_TRUE(ref.sum_w == fast.sum_w) << "sum_w differs";
   EXPECT_TRUE(ref.n == fast.n) << "n differs";
-  std::vector<float> dr(static_cast<size_t>(s.x_size())), df(dr.size(), -1.0f);
-  conv_u8_backward_data_ref(s, qg.data(), kG, qw.data(), kW, dr.data());
-  plan.backward_data(qg.data(), kG, qw.data(), kW, df.data());
-  EXPECT_TRUE(same_bits(dr, df)) << "fp32 outputs differ";
+  std::vector<float> outr(static_cast<size_t>((s.*d.out_size)())), outf(outr.size(), -1.0f);
+  d.ref(s, qa.data(), d.pa, qw.data(), kW, outr.data());
+  (plan.*d.op)(qa.data(), d.pa, qw.data(), kW, outf.data());
+  EXPECT_TRUE(same_bits(outr, outf)) << "fp32 outputs differ";
   if (fp64) {
     std::vector<double> want, mag;
-    backward_fp64(s, qg, kG, qw, kW, want, mag);
-    EXPECT_EQ(count_outside(dr, want, mag), 0);
+    d.fp64(s, qa, d.pa, qw, kW, want, mag);
+    EXPECT_EQ(count_outside(outr, want, mag), 0);
   }
 }
 
@@ -236,22 +227,23 @@ TEST(ConvInt8, Path) {
 TEST(ConvInt8, ForwardMatchesReferenceAndFp64) {
   uint64_t seed = 100;
   for (const ConvShape& s : shapes())
-    check_forward(s, Fill::kRandom, Fill::kRandom, seed += 2, true);
+    check(kForward, s, Fill::kRandom, Fill::kRandom, seed += 2, true);
 }
 
 TEST(ConvInt8, BackwardDataMatchesReferenceAndFp64) {
   uint64_t seed = 200;
   for (const ConvShape& s : shapes())
-    check_backward(s, Fill::kRandom, Fill::kRandom, seed += 2, true);
+    check(kBackwardData, s, Fill::kRandom, Fill::kRandom, seed += 2, true);
 }
 
 // All 0, all 255, and skewed codes whose raw products q_x (q_w - 128) reach the largest
 // magnitudes (about 2^24 for cin = 64, 3x3; odd values, which fp32 could not hold).
 TEST(ConvInt8, ExtremeCodes) {
-  const std::vector<ConvShape> ext{
-      shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1), shape(1, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1),
-      shape(1, 512, 6, 6, 16, 3, 3, 1, 1, 1, 1), shape(1, 16, 6, 6, 512, 3, 3, 1, 1, 1, 1),
-      shape(1, 2048, 4, 4, 16, 1, 1, 1, 1, 0, 0)};
+  const std::vector<ConvShape> ext{conv_shape(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),
+                                   conv_shape(1, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1),
+                                   conv_shape(1, 512, 6, 6, 16, 3, 3, 1, 1, 1, 1),
+                                   conv_shape(1, 16, 6, 6, 512, 3, 3, 1, 1, 1, 1),
+                                   conv_shape(1, 2048, 4, 4, 16, 1, 1, 1, 1, 0, 0)};
   for (const ConvShape& s : ext)
     for (auto [fx, fw] : {std::pair{Fill::kZero, Fill::kZero}, std::pair{Fill::kMax, Fill::kMax},
                           std::pair{Fill::kMax, Fill::kZero}, std::pair{Fill::kZero, Fill::kMax},
@@ -260,8 +252,8 @@ TEST(ConvInt8, ExtremeCodes) {
       // The shapes with 512 or more channels (raw sums up to 1.5e8 forward / backward-data,
       // 3x3 and 1x1 kernels) with the skewed fills only; fp64 on the smaller shapes.
       if ((s.cin >= 512 || s.cout >= 512) && fx != Fill::kHigh) continue;
-      check_forward(s, fx, fw, 7, s.cin <= 64);
-      check_backward(s, fx, fw, 9, s.cin <= 16);
+      check(kForward, s, fx, fw, 7, s.cin <= 64);
+      check(kBackwardData, s, fx, fw, 9, s.cin <= 16);
     }
 }
 
@@ -269,17 +261,17 @@ TEST(ConvInt8, RandomShapes) {
   std::mt19937_64 rng(77);
   auto u = [&](int lo, int hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   for (int t = 0; t < 30; ++t) {
-    ConvShape s = shape(u(1, 3), u(1, 12), u(1, 14), u(1, 14), u(1, 12), u(1, 5), u(1, 5), u(1, 3),
-                        u(1, 3), u(0, 2), u(0, 2));
+    ConvShape s = conv_shape(u(1, 3), u(1, 12), u(1, 14), u(1, 14), u(1, 12), u(1, 5), u(1, 5),
+                             u(1, 3), u(1, 3), u(0, 2), u(0, 2));
     if (s.h + 2 * s.ph < s.kh || s.w + 2 * s.pw < s.kw) continue;
-    check_forward(s, Fill::kRandom, Fill::kRandom, 1000 + t, true);
-    check_backward(s, Fill::kRandom, Fill::kRandom, 2000 + t, true);
+    check(kForward, s, Fill::kRandom, Fill::kRandom, 1000 + t, true);
+    check(kBackwardData, s, Fill::kRandom, Fill::kRandom, 2000 + t, true);
   }
 }
 
 // One plan, several calls with other operands: the cached primitives and scratch are reused.
 TEST(ConvInt8, PlanReuse) {
-  const ConvShape s = shape(4, 16, 16, 16, 32, 3, 3, 2, 2, 1, 1);
+  const ConvShape s = conv_shape(4, 16, 16, 16, 32, 3, 3, 2, 2, 1, 1);
   ConvInt8Plan plan(s);
   for (uint64_t seed = 0; seed < 3; ++seed) {
     const std::vector<uint8_t> qx = codes(s.x_size(), Fill::kRandom, 10 + seed),
@@ -297,7 +289,7 @@ TEST(ConvInt8, PlanReuse) {
 }
 
 TEST(ConvInt8, Refusals) {
-  const ConvShape big_fwd = shape(1, 4096, 4, 4, 2, 3, 3, 1, 1, 1, 1);  // k = 36,864
+  const ConvShape big_fwd = conv_shape(1, 4096, 4, 4, 2, 3, 3, 1, 1, 1, 1);  // k = 36,864
   std::vector<uint8_t> q(static_cast<size_t>(big_fwd.x_size())),
       w(static_cast<size_t>(big_fwd.w_size()));
   std::vector<float> y(static_cast<size_t>(big_fwd.y_size()));
@@ -305,13 +297,13 @@ TEST(ConvInt8, Refusals) {
                std::invalid_argument);
   ConvInt8Plan p1(big_fwd);
   EXPECT_THROW(p1.forward(q.data(), kX, w.data(), kW, y.data()), std::invalid_argument);
-  const ConvShape big_bwd = shape(1, 2, 4, 4, 4096, 3, 3, 1, 1, 1, 1);
+  const ConvShape big_bwd = conv_shape(1, 2, 4, 4, 4096, 3, 3, 1, 1, 1, 1);
   ConvInt8Plan p2(big_bwd);
   std::vector<uint8_t> g(static_cast<size_t>(big_bwd.y_size())),
       w2(static_cast<size_t>(big_bwd.w_size()));
   std::vector<float> dx(static_cast<size_t>(big_bwd.x_size()));
   EXPECT_THROW(p2.backward_data(g.data(), kG, w2.data(), kW, dx.data()), std::invalid_argument);
-  EXPECT_THROW(ConvInt8Plan(shape(1, 1, 2, 2, 1, 3, 3, 1, 1, 0, 0)), std::invalid_argument);
+  EXPECT_THROW(ConvInt8Plan(conv_shape(1, 1, 2, 2, 1, 3, 3, 1, 1, 0, 0)), std::invalid_argument);
 }
 
 TEST(ConvInt8, EpilogueOrder) {
@@ -360,7 +352,7 @@ void check_linear(int64_t batch, int64_t in, int64_t out, Fill fa, Fill fw, uint
   linear_u8_backward_data(batch, in, out, qg.data(), kG, qw.data(), kW, df.data());
   EXPECT_TRUE(same_bits(dr, df)) << "backward-data";
   // The linear layer is the 1x1 convolution of a 1x1 image: its fp64 check.
-  const ConvShape s = shape(batch, in, 1, 1, out, 1, 1, 1, 1, 0, 0);
+  const ConvShape s = conv_shape(batch, in, 1, 1, out, 1, 1, 1, 1, 0, 0);
   std::vector<double> want, mag;
   forward_fp64(s, qx, kX, qw, kW, want, mag);
   EXPECT_EQ(count_outside(yr, want, mag), 0);

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "conv_test_util.h"
+
 namespace spush::kernels {
 namespace {
 
@@ -41,43 +43,25 @@ Vec abs_vec(const Vec& v) {
   return a;
 }
 
-ConvShape shape(int64_t batch, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t kh,
-                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  ConvShape s;
-  s.batch = batch;
-  s.cin = cin;
-  s.h = h;
-  s.w = w;
-  s.cout = cout;
-  s.kh = kh;
-  s.kw = kw;
-  s.sh = sh;
-  s.sw = sw;
-  s.ph = ph;
-  s.pw = pw;
-  return s;
-}
-
-ConvShape square(int64_t batch, int64_t cin, int64_t hw, int64_t cout, int64_t k, int64_t stride,
-                 int64_t pad) {
-  return shape(batch, cin, hw, hw, cout, k, k, stride, stride, pad, pad);
-}
+using test::conv_shape;
+using test::square_conv;
 
 std::vector<ConvShape> test_shapes() {
   return {
       // ResNet-20 (CIFAR 32x32 and an MNIST-like 28x28 first layer), batch 32 and 8.
-      square(8, 3, 32, 16, 3, 1, 1), square(8, 1, 28, 16, 3, 1, 1), square(32, 16, 32, 16, 3, 1, 1),
-      square(8, 16, 32, 32, 3, 2, 1), square(8, 16, 32, 32, 1, 2, 0),  // projection shortcut
-      square(8, 32, 16, 32, 3, 1, 1), square(8, 32, 16, 64, 3, 2, 1),
-      square(32, 64, 8, 64, 3, 1, 1),
+      square_conv(8, 3, 32, 16, 3, 1, 1), square_conv(8, 1, 28, 16, 3, 1, 1),
+      square_conv(32, 16, 32, 16, 3, 1, 1), square_conv(8, 16, 32, 32, 3, 2, 1),
+      square_conv(8, 16, 32, 32, 1, 2, 0),  // projection shortcut
+      square_conv(8, 32, 16, 32, 3, 1, 1), square_conv(8, 32, 16, 64, 3, 2, 1),
+      square_conv(32, 64, 8, 64, 3, 1, 1),
       // LeNet-5
-      square(32, 1, 28, 6, 5, 1, 2), square(32, 6, 14, 16, 5, 1, 0),
+      square_conv(32, 1, 28, 6, 5, 1, 2), square_conv(32, 6, 14, 16, 5, 1, 0),
       // odd sizes
-      square(1, 1, 5, 1, 1, 1, 0), square(1, 3, 7, 5, 3, 1, 2), square(3, 5, 9, 7, 1, 1, 0),
-      square(2, 4, 11, 6, 3, 3, 1),
-      shape(2, 3, 7, 13, 5, 3, 2, 2, 1, 2, 0),  // non-square everything
-      shape(1, 1, 6, 4, 3, 2, 4, 1, 2, 0, 1),
-      square(4, 17, 6, 19, 3, 1, 1),  // channels that are not multiples of the SIMD width
+      square_conv(1, 1, 5, 1, 1, 1, 0), square_conv(1, 3, 7, 5, 3, 1, 2),
+      square_conv(3, 5, 9, 7, 1, 1, 0), square_conv(2, 4, 11, 6, 3, 3, 1),
+      conv_shape(2, 3, 7, 13, 5, 3, 2, 2, 1, 2, 0),  // non-square everything
+      conv_shape(1, 1, 6, 4, 3, 2, 4, 1, 2, 0, 1),
+      square_conv(4, 17, 6, 19, 3, 1, 1),  // channels that are not multiples of the SIMD width
   };
 }
 
@@ -192,7 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvShapes, ::testing::ValuesIn(test_shapes()),
 
 // The reference plan runs the *_ref functions: the same bits.
 TEST(Conv2dPlan, ReferenceImplIsTheReference) {
-  const ConvShape s = square(4, 16, 16, 32, 3, 2, 1);
+  const ConvShape s = square_conv(4, 16, 16, 32, 3, 2, 1);
   std::mt19937_64 rng(7);
   const Vec x = random_vec(s.x_size(), rng), w = random_vec(s.w_size(), rng),
             b = random_vec(s.cout, rng), dy = random_vec(s.y_size(), rng);
@@ -216,7 +200,7 @@ TEST(Conv2dPlan, ReferenceImplIsTheReference) {
 TEST(Conv2dPlan, ProcessWideSelection) {
   const ConvImpl saved = conv_impl();
   set_conv_impl(ConvImpl::kReference);
-  const ConvShape s = square(2, 16, 8, 16, 3, 1, 1);
+  const ConvShape s = square_conv(2, 16, 8, 16, 3, 1, 1);
   EXPECT_EQ(Conv2dPlan(s, false).impl(), ConvImpl::kReference);
   EXPECT_FALSE(Conv2dPlan(s, false).uses_dnnl());
   set_conv_impl(ConvImpl::kFast);
@@ -226,9 +210,9 @@ TEST(Conv2dPlan, ProcessWideSelection) {
 }
 
 TEST(Conv2dPlan, RejectsInvalidShapes) {
-  EXPECT_THROW(Conv2dPlan(square(0, 1, 5, 1, 3, 1, 0), false), std::invalid_argument);
-  EXPECT_THROW(Conv2dPlan(square(1, 1, 2, 1, 5, 1, 1), false), std::invalid_argument);
-  EXPECT_THROW(Conv2dPlan(square(1, 1, 5, 1, 3, 0, 0), false), std::invalid_argument);
+  EXPECT_THROW(Conv2dPlan(square_conv(0, 1, 5, 1, 3, 1, 0), false), std::invalid_argument);
+  EXPECT_THROW(Conv2dPlan(square_conv(1, 1, 2, 1, 5, 1, 1), false), std::invalid_argument);
+  EXPECT_THROW(Conv2dPlan(square_conv(1, 1, 5, 1, 3, 0, 0), false), std::invalid_argument);
 }
 
 // The results depend on the shape and the inputs only: the same bits whatever
@@ -236,8 +220,9 @@ TEST(Conv2dPlan, RejectsInvalidShapes) {
 // runs plans on OpenMP threads; mpi_test compares nodes' digests across thread and rank counts).
 TEST(Conv2dPlan, SameBitsForAnyThreadCount) {
   const int saved = omp_get_max_threads();
-  for (const ConvShape& s : {square(32, 16, 32, 16, 3, 1, 1), square(32, 32, 16, 64, 3, 2, 1),
-                             square(32, 64, 8, 64, 3, 1, 1), square(32, 6, 14, 16, 5, 1, 0)}) {
+  for (const ConvShape& s :
+       {square_conv(32, 16, 32, 16, 3, 1, 1), square_conv(32, 32, 16, 64, 3, 2, 1),
+        square_conv(32, 64, 8, 64, 3, 1, 1), square_conv(32, 6, 14, 16, 5, 1, 0)}) {
     SCOPED_TRACE(s.str());
     std::mt19937_64 rng(99);
     const Vec x = random_vec(s.x_size(), rng), w = random_vec(s.w_size(), rng),

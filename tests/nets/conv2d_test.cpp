@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "nets_test_util.h"
 #include "spush/kernels/conv.h"
 #include "spush/nets/layers.h"
 #include "spush/nets/model.h"
@@ -50,12 +51,7 @@ Result run_layer(const ConvSetup& st, ConvImpl impl, const Tensor& in, const Nod
   return r;
 }
 
-Tensor random_tensor(int64_t n, int64_t b, Shape3 s, std::mt19937_64& rng) {
-  Tensor t(n, b, s.c, s.h, s.w);
-  std::normal_distribution<float> d;
-  for (auto& v : t.data) v = d(rng);
-  return t;
-}
+using test::random_tensor;
 
 template <typename T>
 T abs_of(T t) {

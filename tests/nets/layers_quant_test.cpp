@@ -19,18 +19,13 @@
 #include <random>
 #include <vector>
 
+#include "nets_test_util.h"
 #include "spush/nets/model.h"
 
 namespace spush::nets {
 namespace {
 
-Tensor random_tensor(int64_t n, int64_t b, int64_t c, int64_t h, int64_t w, std::mt19937_64& rng,
-                     float scale = 1.0f) {
-  Tensor t(n, b, c, h, w);
-  std::normal_distribution<float> d(0.0f, scale);
-  for (auto& v : t.data) v = d(rng);
-  return t;
-}
+using test::random_tensor;
 
 NodeMatrix random_params(Layer& layer, Layout& layout, int64_t nodes, std::mt19937_64& rng) {
   layer.declare(layout, "q");

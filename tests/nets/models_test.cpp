@@ -11,10 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "nets_test_util.h"
 #include "spush/nets/model.h"
 
 namespace spush::nets {
 namespace {
+
+using test::random_tensor;
 
 // Closed-form parameter counts.
 int64_t conv_p(int64_t in, int64_t out, int64_t k, bool bias) {
@@ -155,9 +158,7 @@ TEST(Models, ForwardShapesAndIdenticalInit) {
     m->init(y, 6);
     EXPECT_FALSE(std::equal(x.row(0), x.row(0) + x.cols(), y.row(0)));  // other seed
     std::mt19937_64 rng(1);
-    std::normal_distribution<float> d;
-    Tensor in(nodes, batch, c.c, c.hw, c.hw);
-    for (auto& v : in.data) v = d(rng);
+    const Tensor in = random_tensor(nodes, batch, c.c, c.hw, c.hw, rng);
     const Tensor& logits = m->forward(in, x, true);
     // (append, not "[" + string: GCC 12 warns -Wrestrict on that inlined insert here)
     EXPECT_EQ(logits.shape_str(), std::string("[")
@@ -239,9 +240,7 @@ TEST(Models, GradientsMatchFiniteDifferences) {
     std::normal_distribution<float> d(0.0f, 0.05f);
     for (int64_t r = 0; r < nodes; ++r)
       for (int64_t j = 0; j < x.cols(); ++j) x.row(r)[j] += d(rng);
-    Tensor in(nodes, batch, c.c, c.hw, c.hw);
-    std::normal_distribution<float> di;
-    for (auto& v : in.data) v = di(rng);
+    const Tensor in = random_tensor(nodes, batch, c.c, c.hw, c.hw, rng);
     std::vector<int32_t> labels(nodes * batch);
     for (auto& l : labels) l = static_cast<int32_t>(rng() % 10);
     g.fill(3.0f);  // must be zeroed by backward
@@ -300,9 +299,7 @@ TEST(Models, Resnet20RangeEvoForwardBackward) {
   NodeMatrix x(nodes, m->layout().size()), g(nodes, m->layout().size());
   m->init(x, 11);
   std::mt19937_64 rng(12);
-  std::normal_distribution<float> d;
-  Tensor in(nodes, batch, 1, 28, 28);
-  for (auto& v : in.data) v = d(rng);
+  const Tensor in = random_tensor(nodes, batch, 1, 28, 28, rng);
   std::vector<int32_t> labels(nodes * batch);
   for (auto& l : labels) l = static_cast<int32_t>(rng() % 10);
   const LossStats st = m->loss_and_grad(in, labels.data(), x, g);
@@ -368,9 +365,7 @@ double train_steps(const ModelSpec& s, int steps, float lr, double* first) {
   NodeMatrix x(nodes, m->layout().size()), g(nodes, m->layout().size());
   m->init(x, 42);
   std::mt19937_64 rng(7);
-  std::normal_distribution<float> d;
-  Tensor in(nodes, batch, s.in_c, s.in_h, s.in_w);
-  for (auto& v : in.data) v = d(rng);
+  const Tensor in = random_tensor(nodes, batch, s.in_c, s.in_h, s.in_w, rng);
   std::vector<int32_t> labels(nodes * batch);
   for (auto& l : labels) l = static_cast<int32_t>(rng() % 10);
   double last = 0;

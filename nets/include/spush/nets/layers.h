@@ -172,72 +172,108 @@ class ZeroPadShortcut final : public Layer {
   int64_t in_c_, out_c_, stride_;
 };
 
-class BatchNorm2d final : public Layer {
+// ---- normalization layers ------------------------------------------------------------------
+//
+// The parameter bookkeeping the normalization layers share: `channels` and `eps`, gamma
+// ("<name>.weight", init 1) and beta ("<name>.bias", init 0) of `channels` floats each, and
+// output_shape (the input, checked to have `channels` channels).
+class AffineNorm : public Layer {
+ public:
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 2 * c_; }
+  Shape3 output_shape(Shape3 in) const override;
+  void init(float* row, std::mt19937_64& rng) const override;  // gamma = 1, beta = 0
+
+ protected:
+  AffineNorm(int64_t channels, float eps) : c_(channels), eps_(eps) {}
+  int64_t c_;
+  float eps_;
+  int64_t g_off_ = -1, b_off_ = -1;
+};
+
+// BatchNorm2d and RangeBatchNorm2d: per (node, channel) running statistics, a mean
+// ("<name>.running_mean", init 0) and a scale statistic ("<name>.<stat>", init 1), updated with
+// `momentum`; describe() "<type>(<channels>)".
+class RunningNorm : public AffineNorm {
+ public:
+  std::string describe() const override;
+  void set_nodes(int64_t nodes) override;  // running_mean = 0, the scale statistic = 1
+  std::vector<BufferRef> buffers() override;
+  // [nodes * channels] running mean.
+  std::vector<float>& running_mean() { return run_mean_; }
+
+ protected:
+  // Throws std::invalid_argument "<type>: need channels > 0, momentum in [0, 1], eps > 0; ...".
+  RunningNorm(const char* type, const char* stat, int64_t channels, float momentum, float eps);
+  // Throws std::invalid_argument unless `in` has the nodes that set_nodes() was called with.
+  void check_nodes(const Tensor& in) const;
+  const char* stat_;
+  float momentum_;
+  int64_t nodes_ = 0;
+  std::vector<float> run_mean_, run_stat_;
+  bool train_ = true;  // mode of the last forward
+};
+
+// GroupNorm, EvoNormS0 and RangeEvoNorm: statistics per (node, sample, group of channels /
+// groups adjacent channels); describe() "<type>(<channels>, groups=<groups>)".
+class GroupedNorm : public AffineNorm {
+ public:
+  std::string describe() const override;
+
+ protected:
+  // Throws std::invalid_argument unless channels is a positive multiple of groups and eps > 0.
+  GroupedNorm(const char* type, int64_t groups, int64_t channels, float eps);
+  int64_t g_;
+};
+
+// EvoNormS0 and RangeEvoNorm: GroupedNorm's gamma and beta and then v ("<name>.v", init 1).
+class EvoNormBase : public GroupedNorm {
+ public:
+  void declare(Layout& layout, const std::string& name) override;
+  int64_t num_params() const override { return 3 * c_; }
+  void init(float* row, std::mt19937_64& rng) const override;  // gamma = v = 1, beta = 0
+
+ protected:
+  using GroupedNorm::GroupedNorm;
+  int64_t v_off_ = -1;
+};
+
+class BatchNorm2d final : public RunningNorm {
  public:
   explicit BatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
   std::string type() const override { return "BatchNorm2d"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return 2 * c_; }
-  Shape3 output_shape(Shape3 in) const override;
-  void init(float* row, std::mt19937_64& rng) const override;
-  void set_nodes(int64_t nodes) override;  // running_mean = 0, running_var = 1
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
                 const NodeMatrix& params, NodeMatrix& dparams) override;
-  std::vector<BufferRef> buffers() override;
-  // [nodes * channels] running statistics.
-  std::vector<float>& running_mean() { return run_mean_; }
-  std::vector<float>& running_var() { return run_var_; }
+  // [nodes * channels] running variance (buffer "<name>.running_var").
+  std::vector<float>& running_var() { return run_stat_; }
 
  private:
-  int64_t c_;
-  float momentum_, eps_;
-  int64_t g_off_ = -1, b_off_ = -1;
-  int64_t nodes_ = 0;
-  std::vector<float> run_mean_, run_var_;
   // Saved by forward: per (node, channel) mean and 1/sqrt(var + eps) that were used.
   std::vector<float> mean_, rstd_;
-  bool train_ = true;
 };
 
-class GroupNorm final : public Layer {
+class GroupNorm final : public GroupedNorm {
  public:
   GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f);
   std::string type() const override { return "GroupNorm"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return 2 * c_; }
-  Shape3 output_shape(Shape3 in) const override;
-  void init(float* row, std::mt19937_64& rng) const override;
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
                 const NodeMatrix& params, NodeMatrix& dparams) override;
 
  private:
-  int64_t g_, c_;
-  float eps_;
-  int64_t g_off_ = -1, b_off_ = -1;
   std::vector<float> mean_, rstd_;  // per (node, sample, group)
 };
 
-class EvoNormS0 final : public Layer {
+class EvoNormS0 final : public EvoNormBase {
  public:
   EvoNormS0(int64_t groups, int64_t channels, float eps = 1e-5f);
   std::string type() const override { return "EvoNormS0"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return 3 * c_; }
-  Shape3 output_shape(Shape3 in) const override;
-  void init(float* row, std::mt19937_64& rng) const override;  // gamma = v = 1, beta = 0
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
                 const NodeMatrix& params, NodeMatrix& dparams) override;
 
  private:
-  int64_t g_, c_;
-  float eps_;
-  int64_t g_off_ = -1, b_off_ = -1, v_off_ = -1;
   std::vector<float> mean_, rstd_;  // per (node, sample, group)
   std::vector<float> sig_;          // sigmoid(v x) of the last forward, like the input
 };
@@ -268,58 +304,36 @@ double range_scale_factor(int64_t n);
 // scale above; train updates running_mean and running_scale (r = (1 - m) r + m stat, momentum
 // 0.1), eval normalizes with them: y = (x - running_mean) / (running_scale + eps) * gamma + beta.
 // Buffers "<name>.running_mean" (init 0) and "<name>.running_scale" (init 1).
-class RangeBatchNorm2d final : public Layer {
+class RangeBatchNorm2d final : public RunningNorm {
  public:
   explicit RangeBatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
   std::string type() const override { return "RangeBatchNorm2d"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return 2 * c_; }
-  Shape3 output_shape(Shape3 in) const override;
-  void init(float* row, std::mt19937_64& rng) const override;  // gamma = 1, beta = 0
-  void set_nodes(int64_t nodes) override;  // running_mean = 0, running_scale = 1
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
                 const NodeMatrix& params, NodeMatrix& dparams) override;
-  std::vector<BufferRef> buffers() override;
-  // [nodes * channels] running statistics.
-  std::vector<float>& running_mean() { return run_mean_; }
-  std::vector<float>& running_scale() { return run_scale_; }
+  // [nodes * channels] running scale (buffer "<name>.running_scale").
+  std::vector<float>& running_scale() { return run_stat_; }
 
  private:
-  int64_t c_;
-  float momentum_, eps_;
-  int64_t g_off_ = -1, b_off_ = -1;
-  int64_t nodes_ = 0;
-  std::vector<float> run_mean_, run_scale_;
   // Saved by forward: per (node, channel) mean and 1/(s + eps) used; in train mode the
   // per-chunk arg-max / arg-min element indices (kRangeChunks slots per (node, channel)).
   std::vector<float> mean_, inv_;
   std::vector<int64_t> amax_, amin_;
-  bool train_ = true;
 };
 
 // Range EvoNorm (EvoNorm-S0 with the range scale and a hard sigmoid), per sample and group of
 // C/G adjacent channels: y = x * hsig(v x) / (s + eps) * gamma + beta, hsig(z) = clamp(z/6 +
 // 1/2, 0, 1) (gradient 1/6 for -3 < z < 3, else 0). gamma = v = 1, beta = 0 at init; no running
 // statistics (train and eval compute the same thing).
-class RangeEvoNorm final : public Layer {
+class RangeEvoNorm final : public EvoNormBase {
  public:
   RangeEvoNorm(int64_t groups, int64_t channels, float eps = 1e-5f);
   std::string type() const override { return "RangeEvoNorm"; }
-  std::string describe() const override;
-  void declare(Layout& layout, const std::string& name) override;
-  int64_t num_params() const override { return 3 * c_; }
-  Shape3 output_shape(Shape3 in) const override;
-  void init(float* row, std::mt19937_64& rng) const override;  // gamma = v = 1, beta = 0
   void forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bool train) override;
   void backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
                 const NodeMatrix& params, NodeMatrix& dparams) override;
 
  private:
-  int64_t g_, c_;
-  float eps_;
-  int64_t g_off_ = -1, b_off_ = -1, v_off_ = -1;
   std::vector<float> inv_;            // per (node, sample, group): 1 / (s + eps)
   std::vector<int64_t> amax_, amin_;  // per (node, sample, group): kRangeChunks slots
 };

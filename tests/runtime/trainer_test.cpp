@@ -114,19 +114,23 @@ TEST_F(TrainerTest, ShortRunLearnsAndWritesOutputs) {
 }
 
 TEST_F(TrainerTest, ResumeIsBitIdentical) {
-  for (const char* algo : {"sparsepush", "choco"}) {
-    SCOPED_TRACE(algo);
-    TrainConfig full = config(std::string("full_") + algo);
+  // "int8": the 8-bit layers' running activation ranges are checkpointed too, and their
+  // stochastic rounding continues the same streams (keyed by the iteration).
+  for (const char* name : {"sparsepush", "choco", "int8"}) {
+    SCOPED_TRACE(name);
+    const std::string algo = std::string(name) == "int8" ? "sparsepush" : name;
+    TrainConfig full = config(std::string("full_") + name);
     full.algorithm = algo;
     full.norm = "batch";  // running statistics must be checkpointed too
-    full.qgm = std::string(algo) == "choco";
+    full.qgm = algo == "choco";
+    if (std::string(name) == "int8") full.precision = "int8";
     std::ostringstream log1, p1;
     auto comm = make_local_communicator(4);
     Trainer a(full, *comm, log1, p1);
     a.run();
 
     TrainConfig part = full;
-    part.out = (root_ / (std::string("part_") + algo)).string();
+    part.out = (root_ / (std::string("part_") + name)).string();
     part.stop_after = 1;
     {
       std::ostringstream log, p;
@@ -442,6 +446,22 @@ TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
     for (size_t e = 0; e < metrics[1].size(); ++e)
       EXPECT_EQ(metrics[ranks][e], metrics[1][e]) << ranks << " ranks, epoch " << e + 1;
   }
+  // 8-bit training too: every stochastic rounding is keyed by the global node id.
+  std::map<int, nlohmann::json> int8_digests;
+  for (int ranks : {1, 2}) {
+    TrainConfig c = config("int8_ranks" + std::to_string(ranks));
+    c.nodes = 3;
+    c.epochs = 1;
+    c.precision = "int8";
+    std::vector<nlohmann::json> summaries(static_cast<size_t>(ranks));
+    test::on_ranks(ranks, c.nodes, [&](Communicator& comm) {
+      std::ostringstream log, progress;
+      Trainer t(c, comm, log, progress);
+      summaries[comm.rank()] = t.run();
+    });
+    int8_digests[ranks] = summaries[0]["node_digests"];
+  }
+  EXPECT_EQ(int8_digests[2], int8_digests[1]);
   // A resume needs as many ranks as wrote the checkpoint.
   TrainConfig c = config("ranks2");
   c.nodes = 5;

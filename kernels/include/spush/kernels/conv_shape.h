@@ -25,7 +25,11 @@ struct ConvShape {
   // Multiply-adds of the forward pass (the same for backward-data and backward-weights).
   int64_t macs() const { return batch * cout * oh() * ow() * k(); }
 
-  bool operator==(const ConvShape&) const = default;
+  // Spelled out: the nvcc of some CUDA toolkits does not accept a defaulted comparison.
+  bool operator==(const ConvShape& o) const {
+    return batch == o.batch && cin == o.cin && h == o.h && w == o.w && cout == o.cout &&
+           kh == o.kh && kw == o.kw && sh == o.sh && sw == o.sw && ph == o.ph && pw == o.pw;
+  }
 
   std::string str() const {
     return "b" + std::to_string(batch) + " " + std::to_string(cin) + "x" + std::to_string(h) +

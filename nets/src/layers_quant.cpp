@@ -159,7 +159,8 @@ void QuantizedLayer::forward(const Tensor& in, Tensor& out, const NodeMatrix& pa
   const int64_t wsize = weight_size(), bsize = bias_size(), per_node = in.node_stride();
   const int64_t positions = bsize > 0 ? out.sample_stride() / bsize : 0;  // per bias value
   xq_.resize_like(in);
-  pq_ = NodeMatrix(in.nodes, num_params());
+  if (pq_.rows() != in.nodes || pq_.cols() != num_params())
+    pq_ = NodeMatrix(in.nodes, num_params());
   qx_.resize(static_cast<size_t>(per_node));
   qw_.resize(static_cast<size_t>(in.nodes * wsize));
   pw_.resize(static_cast<size_t>(in.nodes));

@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,9 +16,9 @@
 #include "spush/nets/data.h"
 #include "spush/runtime/checkpoint.h"
 #include "spush/runtime/stop.h"
+#include "spush/runtime/topology.h"
 #include "synthetic_data.h"
 #include "thread_comm.h"
-#include "spush/runtime/topology.h"
 
 namespace spush::runtime {
 namespace {
@@ -82,8 +81,8 @@ TEST_F(TrainerTest, ShortRunLearnsAndWritesOutputs) {
   EXPECT_GT(summary["test_acc_avg_model"].get<double>(), 0.6) << summary.dump();
   EXPECT_GT(summary["compression_factor"].get<double>(), 3.0);
   const fs::path out = root_ / "learn";
-  for (const char* f :
-       {"config.json", "metrics.jsonl", "checkpoint.json", "checkpoint-i24-r0.ckpt", "summary.json"})
+  for (const char* f : {"config.json", "metrics.jsonl", "checkpoint.json", "checkpoint-i24-r0.ckpt",
+                        "summary.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   // Older epochs' shards are gone once a later epoch is committed.
   EXPECT_FALSE(fs::exists(out / "checkpoint-i16-r0.ckpt"));
@@ -177,11 +176,11 @@ TEST_F(TrainerTest, CentralizedAlgorithmsResumeAndSplitOverRanksBitIdentically) 
     int local_steps;
     bool skewscout;
   };
-  for (const Variant& v : {Variant{"bsp", 1, false}, Variant{"fedavg", 2, false},
-                           Variant{"gaia", 1, false}, Variant{"dgc", 1, false},
-                           Variant{"ssgd-topk", 2, false}, Variant{"ssgd-mv", 2, false},
-                           Variant{"mv-ad", 1, false}, Variant{"mv-rs", 2, false},
-                           Variant{"fedavg", 2, true}, Variant{"gaia", 1, true}}) {
+  for (const Variant& v :
+       {Variant{"bsp", 1, false}, Variant{"fedavg", 2, false}, Variant{"gaia", 1, false},
+        Variant{"dgc", 1, false}, Variant{"ssgd-topk", 2, false}, Variant{"ssgd-mv", 2, false},
+        Variant{"mv-ad", 1, false}, Variant{"mv-rs", 2, false}, Variant{"fedavg", 2, true},
+        Variant{"gaia", 1, true}}) {
     const std::string name = std::string(v.algorithm) + (v.skewscout ? "_ss" : "");
     SCOPED_TRACE(name);
     TrainConfig c = config("central_" + name);
@@ -382,7 +381,8 @@ TEST_F(TrainerTest, StopSignalCheckpointsMidEpochAndResumesBitIdentically) {
   install_stop_handlers();  // the handler gave SIGTERM back its default action
   EXPECT_TRUE(stopped["stopped"].get<bool>()) << log.str();
   EXPECT_FALSE(stopped["finished"].get<bool>());
-  EXPECT_NE(log.str().find("stopped by SIGTERM after iteration 1 "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("stopped by SIGTERM after iteration 1 "), std::string::npos)
+      << log.str();
   const auto manifest = nlohmann::json::parse(slurp(fs::path(c.out) / "checkpoint.json"));
   EXPECT_EQ(manifest["iteration"], 1);
   EXPECT_EQ(manifest["in_epoch"], 1);
@@ -412,6 +412,18 @@ TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
     for (const char* k : {"images_per_sec", "epoch_seconds", "elapsed_seconds"}) m.erase(k);
     return m;
   };
+  // Runs c on `ranks` ranks; returns rank 0's node digests (every rank reports the same).
+  auto digests_on = [](const TrainConfig& c, int ranks) {
+    std::vector<nlohmann::json> summaries(static_cast<size_t>(ranks));
+    test::on_ranks(ranks, c.nodes, [&](Communicator& comm) {
+      std::ostringstream log, progress;
+      Trainer t(c, comm, log, progress);
+      summaries[comm.rank()] = t.run();
+    });
+    for (int r = 1; r < ranks; ++r)
+      EXPECT_EQ(summaries[r]["node_digests"], summaries[0]["node_digests"]);
+    return summaries[0]["node_digests"];
+  };
   std::map<int, std::vector<nlohmann::json>> metrics;
   std::map<int, nlohmann::json> digests;
   for (int ranks : {1, 2, 3}) {
@@ -420,14 +432,7 @@ TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
     c.epochs = 2;
     c.algorithm = "choco";
     c.norm = "batch";
-    std::vector<nlohmann::json> summaries(static_cast<size_t>(ranks));
-    test::on_ranks(ranks, c.nodes, [&](Communicator& comm) {
-      std::ostringstream log, progress;
-      Trainer t(c, comm, log, progress);
-      summaries[comm.rank()] = t.run();
-    });
-    digests[ranks] = summaries[0]["node_digests"];
-    for (int r = 1; r < ranks; ++r) EXPECT_EQ(summaries[r]["node_digests"], digests[ranks]);
+    digests[ranks] = digests_on(c, ranks);
     std::ifstream m(fs::path(c.out) / "metrics.jsonl");
     for (std::string line; std::getline(m, line);)
       metrics[ranks].push_back(strip(nlohmann::json::parse(line)));
@@ -453,13 +458,7 @@ TEST_F(TrainerTest, RanksDoNotChangeTheTrajectory) {
     c.nodes = 3;
     c.epochs = 1;
     c.precision = "int8";
-    std::vector<nlohmann::json> summaries(static_cast<size_t>(ranks));
-    test::on_ranks(ranks, c.nodes, [&](Communicator& comm) {
-      std::ostringstream log, progress;
-      Trainer t(c, comm, log, progress);
-      summaries[comm.rank()] = t.run();
-    });
-    int8_digests[ranks] = summaries[0]["node_digests"];
+    int8_digests[ranks] = digests_on(c, ranks);
   }
   EXPECT_EQ(int8_digests[2], int8_digests[1]);
   // A resume needs as many ranks as wrote the checkpoint.

@@ -63,9 +63,10 @@ class Mpi : public ::testing::Test {
     if (!spush::runtime::mpi_compiled()) GTEST_SKIP() << "this build has no MPI";
     if (std::system("command -v mpirun > /dev/null 2>&1") != 0)
       GTEST_FAIL() << "mpirun is not installed (scripts/setup.sh installs openmpi-bin)";
-    dir_ = fs::temp_directory_path() /
-           ("spush_mpi_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()) +
-            "_" + std::to_string(::getpid()));
+    dir_ =
+        fs::temp_directory_path() /
+        ("spush_mpi_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()) +
+         "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "data");
   }
@@ -113,13 +114,15 @@ TEST_F(Mpi, GossipRowsAreTheSameOnAnyNumberOfRanks) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.args);
     const std::string common = c.args + " --print-every 20 --json ";
-    const Result one = run(kBin + "spush-gossip " + common + "'" + (dir_ / "one.jsonl").string() + "'");
+    const Result one =
+        run(kBin + "spush-gossip " + common + "'" + (dir_ / "one.jsonl").string() + "'");
     ASSERT_EQ(one.code, 0) << one.err;
     const std::string want = slurp(dir_ / "one.jsonl");
     ASSERT_GT(lines_of(want).size(), 5u);
     for (int np : c.np) {
       const fs::path json = dir_ / ("np" + std::to_string(np) + ".jsonl");
-      const Result r = run(mpirun(np) + kBin + "spush-gossip " + common + "'" + json.string() + "'");
+      const Result r =
+          run(mpirun(np) + kBin + "spush-gossip " + common + "'" + json.string() + "'");
       ASSERT_EQ(r.code, 0) << "-np " << np << ": " << r.err;
       EXPECT_EQ(slurp(json), want) << "-np " << np << ": the JSON rows differ";
       EXPECT_NE(r.out.find(std::to_string(np) + " rank(s) (mpi transport)"), std::string::npos)
@@ -226,8 +229,8 @@ int find_rank_pid(const std::string& marker, int rank) {
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::string cmdline = slurp(e.path() / "cmdline");
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find("spush-train") == std::string::npos || cmdline.find(marker) == std::string::npos ||
-        cmdline.find("mpirun") != std::string::npos)
+    if (cmdline.find("spush-train") == std::string::npos ||
+        cmdline.find(marker) == std::string::npos || cmdline.find("mpirun") != std::string::npos)
       continue;
     std::string env = slurp(e.path() / "environ");
     std::replace(env.begin(), env.end(), '\0', '\n');
@@ -242,14 +245,14 @@ int find_rank_pid(const std::string& marker, int rank) {
 // to rank 2, and returns how the job ended; then resumes it and checks it against an
 // uninterrupted run.
 void lost_rank_case(MpiTrain& t, int sig, const std::string& out, double timeout) {
-  const std::string args = t.train_args(out) + "--epochs 3 --comm-timeout " +
-                           std::to_string(timeout);
+  const std::string args =
+      t.train_args(out) + "--epochs 3 --comm-timeout " + std::to_string(timeout);
   const fs::path log = t.dir_ / (out + ".log");
   const pid_t job = ::fork();
   ASSERT_GE(job, 0);
   if (job == 0) {
-    const std::string cmd = mpirun(4) + kBin + "spush-train " + args + " > '" + log.string() +
-                            "' 2>&1";
+    const std::string cmd =
+        mpirun(4) + kBin + "spush-train " + args + " > '" + log.string() + "' 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -284,7 +287,8 @@ void lost_rank_case(MpiTrain& t, int sig, const std::string& out, double timeout
     for (int r : {0, 1, 3})
       EXPECT_NE(text.find("error: rank " + std::to_string(r) + ": rank 2 (node 2) is lost"),
                 std::string::npos)
-          << "rank " << r << " did not name the lost rank:\n" << text;
+          << "rank " << r << " did not name the lost rank:\n"
+          << text;
   }
   // The last committed checkpoint is epoch 1 (or 2) and resumes; the result is the
   // uninterrupted run's.

@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "spush/nets/optim.h"
 #include "convex_problem.h"
 #include "engine_util.h"
+#include "spush/nets/optim.h"
 #include "spush/runtime/algorithm.h"
 #include "spush/runtime/logistic.h"
 #include "spush/runtime/topology.h"

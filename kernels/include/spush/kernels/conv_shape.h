@@ -32,17 +32,17 @@ struct ConvShape {
   }
 
   std::string str() const {
-    return "b" + std::to_string(batch) + " " + std::to_string(cin) + "x" + std::to_string(h) +
-           "x" + std::to_string(w) + " -> " + std::to_string(cout) + " k" + std::to_string(kh) +
-           "x" + std::to_string(kw) + " s" + std::to_string(sh) + "x" + std::to_string(sw) +
-           " p" + std::to_string(ph) + "x" + std::to_string(pw);
+    return "b" + std::to_string(batch) + " " + std::to_string(cin) + "x" + std::to_string(h) + "x" +
+           std::to_string(w) + " -> " + std::to_string(cout) + " k" + std::to_string(kh) + "x" +
+           std::to_string(kw) + " s" + std::to_string(sh) + "x" + std::to_string(sw) + " p" +
+           std::to_string(ph) + "x" + std::to_string(pw);
   }
 
   // Throws std::invalid_argument naming the shape when a size is not positive, padding is
   // negative or the padded input is smaller than the kernel.
   void check(const char* who) const {
-    if (batch <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 ||
-        sh <= 0 || sw <= 0 || ph < 0 || pw < 0 || h + 2 * ph < kh || w + 2 * pw < kw)
+    if (batch <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || sh <= 0 ||
+        sw <= 0 || ph < 0 || pw < 0 || h + 2 * ph < kh || w + 2 * pw < kw)
       throw std::invalid_argument(std::string(who) + ": invalid convolution shape " + str());
   }
 };

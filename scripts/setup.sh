@@ -2,8 +2,8 @@
 # Installs the Debian/Ubuntu packages spush needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev libbenchmark-dev
-      nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libdnnl-dev libopenmpi-dev
-      openmpi-bin python3 python3-matplotlib dataset-fashion-mnist)
+      nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev libdnnl-dev libgemmlowp-dev
+      libopenmpi-dev openmpi-bin python3 python3-matplotlib dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "gemmlowp_gemm.h"
 #include "spush/kernels/compress.h"
 #include "spush/kernels/conv.h"
 #include "spush/kernels/conv_int8.h"
@@ -108,7 +109,9 @@ class CpuMixRing : public Instance {
 
 // C = (A - a_zero) B on m x k u8 and k x n s8 operands: impl "spush" is gemm_u8s8s32 (oneDNN
 // when available), "cpu" the reference loops, "sgemm_fp32" OpenBLAS's sgemm on the same shape
-// in fp32 (what an fp32 layer would run). check() compares spush with the reference.
+// in fp32 (what an fp32 layer would run), "gemmlowp" gemmlowp's u8 x u8 GEMM with the same
+// offsets (B + 128 as u8, offset -128), given B transposed as it prefers. check() compares
+// spush and gemmlowp with the reference.
 class CpuGemm : public Instance {
  public:
   CpuGemm(const std::string& impl, int64_t m, int64_t n, int64_t k)
@@ -129,9 +132,19 @@ class CpuGemm : public Instance {
     c_.resize(static_cast<size_t>(m * n));
     for (auto& v : a_) v = static_cast<uint8_t>(u8(rng));
     for (auto& v : b_) v = static_cast<int8_t>(s8(rng));
+    if (impl_ == "gemmlowp") {
+      bt_.resize(b_.size());
+      for (int64_t l = 0; l < k; ++l)
+        for (int64_t j = 0; j < n; ++j)
+          bt_[static_cast<size_t>(j * k + l)] = static_cast<uint8_t>(b_[l * n + j] + 128);
+      lowp_ = std::make_unique<GemmlowpGemm>(omp_get_max_threads());
+    }
   }
   void run(int) override {
-    if (impl_ == "sgemm_fp32") {
+    if (impl_ == "gemmlowp") {
+      lowp_->run(static_cast<int>(m_), static_cast<int>(n_), static_cast<int>(k_), a_.data(),
+                 -kZeroA, bt_.data(), -128, c_.data());
+    } else if (impl_ == "sgemm_fp32") {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m_),
                   static_cast<int>(n_), static_cast<int>(k_), 1.0f, af_.data(),
                   static_cast<int>(k_), bf_.data(), static_cast<int>(n_), 0.0f, cf_.data(),
@@ -143,7 +156,7 @@ class CpuGemm : public Instance {
     }
   }
   std::string check() override {
-    if (impl_ != "spush") return "-";
+    if (impl_ != "spush" && impl_ != "gemmlowp") return "-";
     std::vector<int32_t> ref(c_.size());
     run(0);
     kernels::gemm_u8s8s32_ref(m_, n_, k_, a_.data(), k_, kZeroA, b_.data(), n_, 0, ref.data(), n_);
@@ -156,8 +169,10 @@ class CpuGemm : public Instance {
   int64_t m_, n_, k_;
   std::vector<uint8_t> a_;
   std::vector<int8_t> b_;
+  std::vector<uint8_t> bt_;  // gemmlowp: B^T + 128
   std::vector<int32_t> c_;
   std::vector<float> af_, bf_, cf_;
+  std::unique_ptr<GemmlowpGemm> lowp_;
 };
 
 // quantize_u8 (nearest-even or stochastic) or dequantize_u8 of n N(0, 1) values on their
@@ -441,6 +456,7 @@ std::vector<Case> cpu_cases(const Options& opt) {
     const double bytes = static_cast<double>(g.m * g.k + g.k * g.n + 4 * g.m * g.n);
     const int iters = ops > 1e11 ? 3 : 10;
     std::vector<std::string> impls{"spush", "sgemm_fp32"};
+    if (gemmlowp_available()) impls.push_back("gemmlowp");
     if (g.with_ref) impls.push_back("cpu");
     for (const std::string& impl : impls) {
       CaseInfo i =

@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "spush/kernels/threads.h"
+
 #ifdef SPUSH_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
@@ -267,23 +269,8 @@ dnnl::stream& stream() {
   return s;
 }
 
-// Gives oneDNN one OpenMP thread while it builds or runs a primitive on this thread: oneDNN
-// sizes its work split (and for backward-weights its reduction) by omp_get_max_threads(), so
-// this makes the results independent of OMP_NUM_THREADS. Restores the caller's setting.
-class OneThread {
- public:
-  OneThread() : saved_(omp_get_max_threads()) {
-    if (saved_ != 1) omp_set_num_threads(1);
-  }
-  ~OneThread() {
-    if (saved_ != 1) omp_set_num_threads(saved_);
-  }
-  OneThread(const OneThread&) = delete;
-  OneThread& operator=(const OneThread&) = delete;
-
- private:
-  int saved_;
-};
+// oneDNN gets one OpenMP thread (OneThread, threads.h) while it builds or runs a primitive on
+// this thread, which makes the results independent of OMP_NUM_THREADS.
 
 // A primitive's operand: the plain tensor directly, or through a reorder into or out of the
 // primitive's own layout (in a per-thread buffer).

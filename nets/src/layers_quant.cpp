@@ -1,15 +1,22 @@
 // QConv2d and QLinear: 8-bit forward and backward-data, fp32 backward-weights (layers_quant.h).
-// Each node is processed in turn; the integer kernels parallelize inside (oneDNN, OpenMP).
+// With several nodes and OpenMP threads the nodes run in parallel, one per thread, each node's
+// kernels (quantizers, oneDNN's int8 primitives, epilogue) on that thread alone: these small
+// ops scale better across nodes than inside one. With one node, or one thread, the nodes run in
+// turn and the kernels parallelize inside. The results are the same bits either way.
 #include "spush/nets/layers_quant.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 
 #include "layers_internal.h"
 #include "spush/kernels/conv_int8.h"
 #include "spush/kernels/quantize.h"
+#include "spush/kernels/threads.h"
 
 namespace spush::nets {
 namespace {
@@ -127,6 +134,38 @@ void poison(float* y, int64_t ny, float* xq, int64_t nx) {
   if (xq) std::fill(xq, xq + nx, std::numeric_limits<float>::quiet_NaN());
 }
 
+// How a layer call runs its nodes (see the file comment).
+struct NodeTasks {
+  bool parallel = false;
+  int slots = 1;    // concurrent tasks
+  int threads = 1;  // OpenMP threads of each task's kernels
+};
+
+NodeTasks node_tasks(int64_t nodes) {
+  const int t = omp_get_max_threads();
+  if (nodes > 1 && t > 1 && !omp_in_parallel())
+    return {true, static_cast<int>(std::min<int64_t>(t, nodes)), 1};
+  return {false, 1, t};
+}
+
+// Runs body(slot, n) for every node n as `tasks` says; rethrows the first exception after all
+// tasks finish.
+template <typename Body>
+void for_each_node(const NodeTasks& tasks, int64_t nodes, Body&& body) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(tasks.slots) if (tasks.parallel)
+  for (int64_t n = 0; n < nodes; ++n) {
+    try {
+      const kernels::OneThread one(tasks.parallel);
+      body(tasks.parallel ? omp_get_thread_num() : 0, n);
+    } catch (...) {
+#pragma omp critical(spush_quant_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -155,18 +194,19 @@ void QuantizedLayer::forward(const Tensor& in, Tensor& out, const NodeMatrix& pa
   detail::check_declared(*this, weight_offset(), params);
   if (nodes_ != in.nodes) set_nodes(in.nodes);
   out.resize(in.nodes, in.batch, output_shape(in.shape3()));
-  prepare(in);
+  const NodeTasks tasks = node_tasks(in.nodes);
+  prepare(in, tasks.slots, tasks.threads);
   const int64_t wsize = weight_size(), bsize = bias_size(), per_node = in.node_stride();
   const int64_t positions = bsize > 0 ? out.sample_stride() / bsize : 0;  // per bias value
   xq_.resize_like(in);
   if (pq_.rows() != in.nodes || pq_.cols() != num_params())
     pq_ = NodeMatrix(in.nodes, num_params());
-  qx_.resize(static_cast<size_t>(per_node));
+  qx_.resize(static_cast<size_t>(tasks.slots * per_node));
   qw_.resize(static_cast<size_t>(in.nodes * wsize));
   pw_.resize(static_cast<size_t>(in.nodes));
   const k::Rounding act_rounding =
       ctx_->stochastic_activations ? k::Rounding::kStochastic : k::Rounding::kNearestEven;
-  for (int64_t n = 0; n < in.nodes; ++n) {
+  for_each_node(tasks, in.nodes, [&](int slot, int64_t n) {
     const float* w = params.row(n) + weight_offset();
     uint8_t* qw = qw_.data() + n * wsize;
     float* bq = pq_.row(n) + wsize;
@@ -175,19 +215,20 @@ void QuantizedLayer::forward(const Tensor& in, Tensor& out, const NodeMatrix& pa
                      act_range_.data() + 2 * n, pw_[n], px) ||
         (bsize > 0 && !quantize_bias(w + wsize, bsize, bq))) {
       poison(out.node(n), out.node_stride(), xq_.node(n), per_node);  // diverged: NaN out
-      continue;
+      return;
     }
+    uint8_t* qx = qx_.data() + slot * per_node;
     k::quantize_u8(in.node(n), per_node, px, act_rounding,
-                   stream_key(*ctx_, name_, Role::kActivation, n), qx_.data());
-    k::dequantize_u8(qx_.data(), per_node, px, xq_.node(n));
+                   stream_key(*ctx_, name_, Role::kActivation, n), qx);
+    k::dequantize_u8(qx, per_node, px, xq_.node(n));
     float* y = out.node(n);
-    int8_forward(in, qx_.data(), px, qw, pw_[n], y);
+    int8_forward(slot, in, qx, px, qw, pw_[n], y);
     for (int64_t i = 0; i < in.batch && bsize > 0; ++i)
       for (int64_t c = 0; c < bsize; ++c) {
         float* d = y + (i * bsize + c) * positions;
         for (int64_t p = 0; p < positions; ++p) d[p] += bq[c];
       }
-  }
+  });
 }
 
 void QuantizedLayer::backward(const Tensor& in, const Tensor& out, const Tensor& dout, Tensor* dinp,
@@ -201,18 +242,21 @@ void QuantizedLayer::backward(const Tensor& in, const Tensor& out, const Tensor&
   // 8-bit branch: dx = op^T(Q8_stochastic(dy), w_hat).
   dinp->resize_like(in);
   const int64_t wsize = weight_size(), per_node = dout.node_stride();
-  qg_.resize(static_cast<size_t>(per_node));
-  for (int64_t n = 0; n < in.nodes; ++n) {
+  const NodeTasks tasks = node_tasks(in.nodes);
+  prepare(in, tasks.slots, tasks.threads);
+  qg_.resize(static_cast<size_t>(tasks.slots * per_node));
+  for_each_node(tasks, in.nodes, [&](int slot, int64_t n) {
     const float* g = dout.node(n);
     k::QParams pg;
     if (!finite_params(g, per_node, pg)) {
       poison(dinp->node(n), dinp->node_stride(), nullptr, 0);
-      continue;
+      return;
     }
+    uint8_t* qg = qg_.data() + slot * per_node;
     k::quantize_u8(g, per_node, pg, k::Rounding::kStochastic,
-                   stream_key(*ctx_, name_, Role::kGradient, n), qg_.data());
-    int8_backward_data(in, qg_.data(), pg, qw_.data() + n * wsize, pw_[n], dinp->node(n));
-  }
+                   stream_key(*ctx_, name_, Role::kGradient, n), qg);
+    int8_backward_data(slot, in, qg, pg, qw_.data() + n * wsize, pw_[n], dinp->node(n));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,21 +272,28 @@ int64_t QConv2d::weight_size() const {
   return s.out * s.in * s.kh * s.kw;
 }
 
-void QConv2d::prepare(const Tensor& in) {
+void QConv2d::prepare(const Tensor& in, int slots, int threads) {
   const Conv2dSpec& s = fp32_.spec();
   const k::ConvShape shape{in.batch, in.c,       in.h,       in.w,    s.out,  s.kh,
                            s.kw,     s.stride_h, s.stride_w, s.pad_h, s.pad_w};
-  if (!plan_ || !(plan_->shape() == shape)) plan_ = std::make_unique<k::ConvInt8Plan>(shape);
+  // oneDNN sizes a primitive's work split when the plan builds it (on first use, on the thread
+  // and with the thread count of the task that uses it): rebuild when that count changes.
+  if (threads != plan_threads_) plans_.clear();
+  plan_threads_ = threads;
+  if (plans_.size() < static_cast<size_t>(slots)) plans_.resize(static_cast<size_t>(slots));
+  for (int i = 0; i < slots; ++i)
+    if (!plans_[i] || !(plans_[i]->shape() == shape))
+      plans_[i] = std::make_unique<k::ConvInt8Plan>(shape);
 }
 
-void QConv2d::int8_forward(const Tensor&, const uint8_t* qx, k::QParams px, const uint8_t* qw,
-                           k::QParams pw, float* y) {
-  plan_->forward(qx, px, qw, pw, y);
+void QConv2d::int8_forward(int slot, const Tensor&, const uint8_t* qx, k::QParams px,
+                           const uint8_t* qw, k::QParams pw, float* y) {
+  plans_[slot]->forward(qx, px, qw, pw, y);
 }
 
-void QConv2d::int8_backward_data(const Tensor&, const uint8_t* qg, k::QParams pg, const uint8_t* qw,
-                                 k::QParams pw, float* dx) {
-  plan_->backward_data(qg, pg, qw, pw, dx);
+void QConv2d::int8_backward_data(int slot, const Tensor&, const uint8_t* qg, k::QParams pg,
+                                 const uint8_t* qw, k::QParams pw, float* dx) {
+  plans_[slot]->backward_data(qg, pg, qw, pw, dx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,12 +302,12 @@ void QConv2d::int8_backward_data(const Tensor&, const uint8_t* qg, k::QParams pg
 QLinear::QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<const QuantContext> ctx)
     : QuantizedLayer(std::move(ctx)), fp32_(in, out, bias), in_(in), out_(out), bias_(bias) {}
 
-void QLinear::int8_forward(const Tensor& in, const uint8_t* qx, k::QParams px, const uint8_t* qw,
-                           k::QParams pw, float* y) {
+void QLinear::int8_forward(int, const Tensor& in, const uint8_t* qx, k::QParams px,
+                           const uint8_t* qw, k::QParams pw, float* y) {
   k::linear_u8_forward(in.batch, in_, out_, qx, px, qw, pw, y);
 }
 
-void QLinear::int8_backward_data(const Tensor& in, const uint8_t* qg, k::QParams pg,
+void QLinear::int8_backward_data(int, const Tensor& in, const uint8_t* qg, k::QParams pg,
                                  const uint8_t* qw, k::QParams pw, float* dx) {
   k::linear_u8_backward_data(in.batch, in_, out_, qg, pg, qw, pw, dx);
 }

@@ -11,6 +11,7 @@
 #include "spush/nets/layers_quant.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -301,6 +302,48 @@ TEST(QConv2d, NonFiniteValuesOfOneNodeGiveNaNForThatNodeOnly) {
   NodeMatrix dp(p.rows(), p.cols());
   q.backward(x, y, dy, &dx, p, dp);
   for (int64_t i = 0; i < dx.node_stride(); ++i) ASSERT_TRUE(std::isnan(dx.node(0)[i])) << i;
+}
+
+// With several threads the nodes run in parallel (one per thread, each with its own plan and
+// scratch); with one thread in turn. The bits must not depend on it.
+TEST(QuantizedLayer, ResultsDoNotDependOnTheThreadCount) {
+  struct Run {
+    std::vector<float> y, dx, dp;
+  };
+  auto run = [](Layer& q, int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::mt19937_64 rng(17);
+    Layout l;
+    NodeMatrix p = random_params(q, l, 5, rng);
+    const bool conv = q.type() == "QConv2d";
+    Tensor x = conv ? random_tensor(5, 3, 3, 9, 9, rng) : random_tensor(5, 3, 12, 1, 1, rng), y;
+    q.forward(x, y, p, true);
+    Tensor dy = random_tensor(5, 3, y.c, y.h, y.w, rng), dx;
+    NodeMatrix dp(p.rows(), p.cols());
+    q.backward(x, y, dy, &dx, p, dp);
+    omp_set_num_threads(saved);
+    Run r;
+    r.y.assign(y.node(0), y.node(0) + y.numel());
+    r.dx.assign(dx.node(0), dx.node(0) + dx.numel());
+    r.dp.assign(dp.row(0), dp.row(0) + dp.rows() * dp.cols());
+    return r;
+  };
+  auto ctx = std::make_shared<QuantContext>();
+  for (int layer = 0; layer < 2; ++layer) {
+    std::unique_ptr<Layer> q;
+    if (layer == 0)
+      q = std::make_unique<QConv2d>(Conv2dSpec{3, 4, 3, 3, 1, 1, 1, 1, true}, ctx);
+    else
+      q = std::make_unique<QLinear>(12, 7, true, ctx);
+    const Run one = run(*q, 1);
+    for (int threads : {2, 3, 8}) {
+      const Run many = run(*q, threads);
+      EXPECT_EQ(one.y, many.y) << q->type() << ", " << threads << " threads";
+      EXPECT_EQ(one.dx, many.dx) << q->type() << ", " << threads << " threads";
+      EXPECT_EQ(one.dp, many.dp) << q->type() << ", " << threads << " threads";
+    }
+  }
 }
 
 TEST(QuantModels, Int8ModelsHaveTheFp32ParametersAndLearn) {

@@ -69,21 +69,26 @@ class QuantizedLayer : public Layer {
   virtual int64_t weight_offset() const = 0;
   virtual int64_t weight_size() const = 0;
   virtual int64_t bias_size() const = 0;  // 0: no bias (the bias follows the weight)
-  // Sizes whatever the integer ops need for an input like `in` (called before each forward).
-  virtual void prepare(const Tensor& in) {}
-  // y = op(x_hat, w_hat) of one node (overwrites y); dx = op^T(g_hat, w_hat) (overwrites dx).
-  virtual void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px,
+  // Sizes whatever the integer ops need for an input like `in` (called before each forward):
+  // `slots` concurrent tasks (one per thread), each running its kernels on `threads` OpenMP
+  // threads.
+  virtual void prepare(const Tensor& in, int slots, int threads) {}
+  // y = op(x_hat, w_hat) of one node (overwrites y); dx = op^T(g_hat, w_hat) (overwrites dx);
+  // `slot` is the calling task's, < prepare's `slots`: tasks of different slots run at once.
+  virtual void int8_forward(int slot, const Tensor& in, const uint8_t* qx, kernels::QParams px,
                             const uint8_t* qw, kernels::QParams pw, float* y) = 0;
-  virtual void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
-                                  const uint8_t* qw, kernels::QParams pw, float* dx) = 0;
+  virtual void int8_backward_data(int slot, const Tensor& in, const uint8_t* qg,
+                                  kernels::QParams pg, const uint8_t* qw, kernels::QParams pw,
+                                  float* dx) = 0;
 
  private:
   std::shared_ptr<const QuantContext> ctx_;
   int64_t nodes_ = 0;
-  std::vector<float> act_range_;  // [nodes, 2]: running (lo, hi); (0, 0) until the first step
-  Tensor xq_;                     // dequantized input of the last forward
-  NodeMatrix pq_;                 // dequantized weight and bias of the last forward
-  std::vector<uint8_t> qx_, qw_, qg_;
+  std::vector<float> act_range_;      // [nodes, 2]: running (lo, hi); (0, 0) until the first step
+  Tensor xq_;                         // dequantized input of the last forward
+  NodeMatrix pq_;                     // dequantized weight and bias of the last forward
+  std::vector<uint8_t> qx_, qg_;      // per slot: one node's input / output-gradient codes
+  std::vector<uint8_t> qw_;           // per node: the weight codes
   std::vector<kernels::QParams> pw_;  // per node: the weights' parameters
 };
 
@@ -100,14 +105,16 @@ class QConv2d final : public QuantizedLayer {
   int64_t weight_offset() const override { return fp32_.weight_offset(); }
   int64_t weight_size() const override;
   int64_t bias_size() const override { return fp32_.spec().bias ? fp32_.spec().out : 0; }
-  void prepare(const Tensor& in) override;
-  void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px, const uint8_t* qw,
-                    kernels::QParams pw, float* y) override;
-  void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
+  void prepare(const Tensor& in, int slots, int threads) override;
+  void int8_forward(int slot, const Tensor& in, const uint8_t* qx, kernels::QParams px,
+                    const uint8_t* qw, kernels::QParams pw, float* y) override;
+  void int8_backward_data(int slot, const Tensor& in, const uint8_t* qg, kernels::QParams pg,
                           const uint8_t* qw, kernels::QParams pw, float* dx) override;
 
   Conv2d fp32_;
-  std::unique_ptr<kernels::ConvInt8Plan> plan_;
+  // One plan per slot (a plan is not thread-safe), built for plan_threads_ OpenMP threads.
+  std::vector<std::unique_ptr<kernels::ConvInt8Plan>> plans_;
+  int plan_threads_ = 0;
 };
 
 class QLinear final : public QuantizedLayer {
@@ -122,9 +129,9 @@ class QLinear final : public QuantizedLayer {
   int64_t weight_offset() const override { return fp32_.weight_offset(); }
   int64_t weight_size() const override { return in_ * out_; }
   int64_t bias_size() const override { return bias_ ? out_ : 0; }
-  void int8_forward(const Tensor& in, const uint8_t* qx, kernels::QParams px, const uint8_t* qw,
-                    kernels::QParams pw, float* y) override;
-  void int8_backward_data(const Tensor& in, const uint8_t* qg, kernels::QParams pg,
+  void int8_forward(int slot, const Tensor& in, const uint8_t* qx, kernels::QParams px,
+                    const uint8_t* qw, kernels::QParams pw, float* y) override;
+  void int8_backward_data(int slot, const Tensor& in, const uint8_t* qg, kernels::QParams pg,
                           const uint8_t* qw, kernels::QParams pw, float* dx) override;
 
   Linear fp32_;

@@ -1,11 +1,13 @@
 // 8-bit convolution and linear ops (kernels/include/spush/kernels/conv_int8.h): the reference
-// loops, the tap sums of the fast paths, and the oneDNN convolution / deconvolution plans.
+// loops, the fp32 and requantizing epilogues, the tap sums of the fast paths, and the oneDNN
+// convolution / deconvolution plans.
 // Built with -ffp-contract=off (kernels/CMakeLists.txt): the epilogue rounds each operation.
 #include "spush/kernels/conv_int8.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -14,6 +16,8 @@
 #ifdef SPUSH_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
+
+#include "quantize_internal.h"
 
 namespace spush::kernels {
 namespace {
@@ -229,27 +233,109 @@ __attribute__((target_clones("avx512f", "default"))) void epilogue_row(
     out[p] = static_cast<float>(((ka * static_cast<double>(acc[p]) + a1[p]) + a2[p]) + a3[p]);
 }
 
+// The products B sum_a, C sum_w and D n of int8_epilogue(k, ...), each the same rounded fp64
+// product, computed once per (b, p), (c, p) and p; epilogue_row then adds in the same order.
+struct EpilogueTerms {
+  std::vector<double> t1, t2, t3;  // [batch, positions], [channels, positions], [positions]
+  EpilogueTerms(const Int8Parts& parts, const Int8EpilogueCoeffs& k) {
+    const int64_t np = parts.positions, nc = parts.channels, nb = parts.batch;
+    t1.resize(static_cast<size_t>(nb * np));
+    t2.resize(static_cast<size_t>(nc * np));
+    t3.resize(static_cast<size_t>(np));
+    for (int64_t e = 0; e < nb * np; ++e) t1[e] = k.b * static_cast<double>(parts.sum_a[e]);
+    for (int64_t e = 0; e < nc * np; ++e) t2[e] = k.c * static_cast<double>(parts.sum_w[e]);
+    for (int64_t p = 0; p < np; ++p) t3[p] = k.d * static_cast<double>(parts.n[p]);
+  }
+};
+
+// The checks of the requantizing epilogue, in quantize_u8's order; returns the element count.
+int64_t check_requant(const char* who, const Int8Parts& parts, const Requant& rq,
+                      const uint8_t* q) {
+  const int64_t nb = parts.batch, nc = parts.channels, np = parts.positions;
+  if (nb < 0 || nc < 0 || np < 0 || parts.acc.size() != static_cast<size_t>(nb * nc * np) ||
+      parts.sum_a.size() != static_cast<size_t>(nb * np) ||
+      parts.sum_w.size() != static_cast<size_t>(nc * np) ||
+      parts.n.size() != static_cast<size_t>(np))
+    throw std::invalid_argument(
+        fmt::format("{}: the parts' vectors do not match batch = {}, channels = {}, positions = {}",
+                    who, nb, nc, np));
+  const int64_t total = nb * nc * np;
+  if (total == 0) return 0;
+  if (q == nullptr) throw std::invalid_argument(fmt::format("{}: null buffer", who));
+  quantize_internal::check_params(who, rq.out);
+  return total;
+}
+
 }  // namespace
 
 void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y) {
   const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
   const int64_t np = parts.positions, nc = parts.channels, nb = parts.batch;
-  // The products B sum_a, C sum_w and D n of int8_epilogue(k, ...), each the same rounded fp64
-  // product, computed once per (b, p), (c, p) and p; the loop below then adds in the same order.
-  std::vector<double> t1(static_cast<size_t>(nb * np)), t2(static_cast<size_t>(nc * np)),
-      t3(static_cast<size_t>(np));
-  for (int64_t e = 0; e < nb * np; ++e) t1[e] = k.b * static_cast<double>(parts.sum_a[e]);
-  for (int64_t e = 0; e < nc * np; ++e) t2[e] = k.c * static_cast<double>(parts.sum_w[e]);
-  for (int64_t p = 0; p < np; ++p) t3[p] = k.d * static_cast<double>(parts.n[p]);
+  const EpilogueTerms t(parts, k);
 #pragma omp parallel for schedule(static) if (nb * nc * np > kParallelMin)
   for (int64_t bc = 0; bc < nb * nc; ++bc) {
     const int64_t b = bc / nc, c = bc % nc;
     const int32_t* acc = parts.acc.data() + bc * np;
-    const double* a1 = t1.data() + b * np;
-    const double* a2 = t2.data() + c * np;
-    const double* a3 = t3.data();
+    const double* a1 = t.t1.data() + b * np;
+    const double* a2 = t.t2.data() + c * np;
+    const double* a3 = t.t3.data();
     float* out = y + bc * np;
     epilogue_row(np, k.a, acc, a1, a2, a3, out);
+  }
+}
+
+void int8_epilogue_requant_ref(const Int8Parts& parts, QParams pa, QParams pw, const Requant& rq,
+                               uint8_t* q) {
+  const int64_t total = check_requant("int8_epilogue_requant_ref", parts, rq, q);
+  if (total == 0) return;
+  std::vector<float> y(static_cast<size_t>(total));
+  int8_epilogue(parts, pa, pw, y.data());
+  if (rq.bias != nullptr) {
+    const int64_t nc = parts.channels, np = parts.positions;
+    for (int64_t e = 0; e < total; ++e) y[e] = y[e] + rq.bias[(e / np) % nc];
+  }
+  quantize_u8(y.data(), total, rq.out, rq.rounding, rq.key, q);
+}
+
+void int8_epilogue_requant(const Int8Parts& parts, QParams pa, QParams pw, const Requant& rq,
+                           uint8_t* q) {
+  const int64_t total = check_requant("int8_epilogue_requant", parts, rq, q);
+  if (total == 0) return;
+  if (rq.out.scale == 0.0f) {  // quantize_u8's degenerate range: every code is 0
+    std::memset(q, 0, static_cast<size_t>(total));
+    return;
+  }
+  const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
+  const int64_t np = parts.positions, nc = parts.channels;
+  const EpilogueTerms t(parts, k);
+  // Blocks of kBlock flat elements, their boundaries multiples of kBlock in the stream (so of
+  // the stochastic chunk too): per block the fp32 outputs go to a stack buffer (row pieces of
+  // epilogue_row, then the bias), then quantize_u8's rounding loop at the block's stream offset.
+  constexpr int64_t kBlock = 4 * quantize_internal::kStreamChunk;
+  const uint64_t e0 = rq.key.offset, e1 = e0 + static_cast<uint64_t>(total);
+  const uint64_t first = e0 / kBlock;
+  const int64_t nblocks = static_cast<int64_t>((e1 - 1) / kBlock + 1 - first);
+#pragma omp parallel for schedule(static) if (total > kParallelMin)
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const uint64_t bb = (first + static_cast<uint64_t>(i)) * kBlock;
+    const int64_t f0 = static_cast<int64_t>(std::max(bb, e0) - e0);
+    const int64_t f1 = static_cast<int64_t>(std::min(bb + kBlock, e1) - e0);
+    float y[kBlock];
+    for (int64_t f = f0; f < f1;) {
+      const int64_t bc = f / np, p = f % np, len = std::min(np - p, f1 - f);
+      const int64_t b = bc / nc, c = bc % nc;
+      float* out = y + (f - f0);
+      epilogue_row(len, k.a, parts.acc.data() + bc * np + p, t.t1.data() + b * np + p,
+                   t.t2.data() + c * np + p, t.t3.data() + p, out);
+      if (rq.bias != nullptr) {
+        const float bias = rq.bias[c];
+        for (int64_t j = 0; j < len; ++j) out[j] = out[j] + bias;
+      }
+      f += len;
+    }
+    StochasticKey key = rq.key;
+    key.offset = e0 + static_cast<uint64_t>(f0);
+    quantize_internal::quantize_span(y, f1 - f0, rq.out, rq.rounding, key, q + f0);
   }
 }
 
@@ -589,6 +675,14 @@ void ConvInt8Plan::forward(const uint8_t* qx, QParams px, const uint8_t* qw, QPa
   int8_epilogue(parts_, px, pw, y);
 }
 
+void ConvInt8Plan::forward_requant(const uint8_t* qx, QParams px, const uint8_t* qw, QParams pw,
+                                   const Requant& rq, uint8_t* qy) {
+  check_ptrs("ConvInt8Plan::forward_requant", qx, qw, qy);
+  quantize_internal::check_params("ConvInt8Plan::forward_requant", rq.out);
+  forward_parts(qx, qw, parts_);
+  int8_epilogue_requant(parts_, px, pw, rq, qy);
+}
+
 void ConvInt8Plan::backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int8Parts& out) {
   const ConvShape& s = shape_;
   check_backward(s, "ConvInt8Plan::backward_data");
@@ -653,12 +747,9 @@ void row_sums(const uint8_t* a, int64_t rows, int64_t k, int32_t* out) {
   }
 }
 
-}  // namespace
-
-void linear_u8_forward_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
-                           const uint8_t* qw, QParams pw, float* y) {
-  check_linear("linear_u8_forward_ref", batch, in, out, in, qx, qw, y);
-  Int8Parts parts;
+// The integer parts of the linear forward op ([batch, out, 1]): plain loops / the fast path.
+void linear_forward_parts_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                              const uint8_t* qw, Int8Parts& parts) {
   parts.resize(batch, out, 1);
   parts.n[0] = static_cast<int32_t>(in);
   for (int64_t b = 0; b < batch; ++b)
@@ -674,13 +765,10 @@ void linear_u8_forward_ref(int64_t batch, int64_t in, int64_t out, const uint8_t
       parts.sum_a[b] = sa;
       parts.sum_w[o] = sw;
     }
-  int8_epilogue(parts, px, pw, y);
 }
 
-void linear_u8_forward(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
-                       const uint8_t* qw, QParams pw, float* y) {
-  check_linear("linear_u8_forward", batch, in, out, in, qx, qw, y);
-  Int8Parts parts;
+void linear_forward_parts(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                          const uint8_t* qw, Int8Parts& parts) {
   parts.resize(batch, out, 1);
   parts.n[0] = static_cast<int32_t>(in);
   // B = w^T as s8 codes q_w - 128 with zero point -128: the GEMM sums q_x q_w exactly.
@@ -691,7 +779,44 @@ void linear_u8_forward(int64_t batch, int64_t in, int64_t out, const uint8_t* qx
   gemm_u8s8s32(batch, out, in, qx, in, 0, wt.data(), out, -128, parts.acc.data(), out);
   row_sums(qx, batch, in, parts.sum_a.data());
   row_sums(qw, out, in, parts.sum_w.data());
+}
+
+}  // namespace
+
+void linear_u8_forward_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
+                           const uint8_t* qw, QParams pw, float* y) {
+  check_linear("linear_u8_forward_ref", batch, in, out, in, qx, qw, y);
+  Int8Parts parts;
+  linear_forward_parts_ref(batch, in, out, qx, qw, parts);
   int8_epilogue(parts, px, pw, y);
+}
+
+void linear_u8_forward(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
+                       const uint8_t* qw, QParams pw, float* y) {
+  check_linear("linear_u8_forward", batch, in, out, in, qx, qw, y);
+  Int8Parts parts;
+  linear_forward_parts(batch, in, out, qx, qw, parts);
+  int8_epilogue(parts, px, pw, y);
+}
+
+void linear_u8_forward_requant_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                                   QParams px, const uint8_t* qw, QParams pw, const Requant& rq,
+                                   uint8_t* qy) {
+  check_linear("linear_u8_forward_requant_ref", batch, in, out, in, qx, qw, qy);
+  quantize_internal::check_params("linear_u8_forward_requant_ref", rq.out);
+  Int8Parts parts;
+  linear_forward_parts_ref(batch, in, out, qx, qw, parts);
+  int8_epilogue_requant_ref(parts, px, pw, rq, qy);
+}
+
+void linear_u8_forward_requant(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                               QParams px, const uint8_t* qw, QParams pw, const Requant& rq,
+                               uint8_t* qy) {
+  check_linear("linear_u8_forward_requant", batch, in, out, in, qx, qw, qy);
+  quantize_internal::check_params("linear_u8_forward_requant", rq.out);
+  Int8Parts parts;
+  linear_forward_parts(batch, in, out, qx, qw, parts);
+  int8_epilogue_requant(parts, px, pw, rq, qy);
 }
 
 void linear_u8_backward_data_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qg,

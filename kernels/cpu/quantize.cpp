@@ -13,12 +13,15 @@
 #include <stdexcept>
 #include <vector>
 
+#include "quantize_internal.h"
+
 namespace spush::kernels {
 namespace {
 
 constexpr int64_t kParallelMin = int64_t{1} << 17;  // elements below which one thread runs
 constexpr int kLanes = 16;                          // minmax: independent accumulators
-constexpr int kChunk = 256;  // stochastic rounding: stream elements per block of uniforms
+// Stochastic rounding: stream elements per block of uniforms.
+constexpr int kChunk = static_cast<int>(quantize_internal::kStreamChunk);
 
 // The clamp of the header: NaN -> 0, then [0, 255].
 inline float clamp_t(float t) {
@@ -210,43 +213,69 @@ Range minmax_batch_mean(const float* x, int64_t batch, int64_t per_sample) {
                static_cast<float>(hi / static_cast<double>(batch))};
 }
 
+namespace quantize_internal {
+
+void check_params(const char* who, QParams p) {
+  if (!(p.scale >= 0.0f) || !std::isfinite(p.scale) || !std::isfinite(p.lo))
+    throw std::invalid_argument(
+        fmt::format("{}: invalid parameters lo = {}, scale = {}", who, p.lo, p.scale));
+}
+
+void quantize_span(const float* x, int64_t n, QParams p, Rounding r, const StochasticKey& key,
+                   uint8_t* q) {
+  if (n <= 0) return;
+  const float lo = p.lo, scale = p.scale;
+  if (r == Rounding::kNearestEven) {
+    nearest_block(x, n, lo, scale, q);
+    return;
+  }
+  // Stochastic: stream elements in chunks of kChunk (aligned in the stream, so the first and
+  // last chunk of a span may be partial); per chunk the kChunk / 4 Philox calls run lane by lane
+  // (vectorizable), then the rounding loop.
+  const uint64_t e0 = key.offset, e1 = key.offset + static_cast<uint64_t>(n);
+  const uint64_t c0 = e0 / kChunk, c1 = (e1 - 1) / kChunk + 1;
+  const uint32_t k0 = static_cast<uint32_t>(key.seed) ^ static_cast<uint32_t>(key.iteration >> 32);
+  const uint32_t k1 = static_cast<uint32_t>(key.seed >> 32);
+  const uint32_t it = static_cast<uint32_t>(key.iteration);
+  for (uint64_t c = c0; c < c1; ++c) {
+    const uint64_t cb = c * kChunk;
+    const uint64_t b = std::max(cb, e0), e = std::min(cb + kChunk, e1);
+    stochastic_chunk(c, static_cast<int64_t>(b - cb), static_cast<int64_t>(e - b), x + (b - e0), lo,
+                     scale, it, key.node, k0, k1, q + (b - e0));
+  }
+}
+
+}  // namespace quantize_internal
+
 void quantize_u8(const float* x, int64_t n, QParams p, Rounding r, StochasticKey key, uint8_t* q) {
   if (n < 0) throw std::invalid_argument(fmt::format("quantize_u8: n = {} is negative", n));
   if (n == 0) return;
   if (x == nullptr || q == nullptr) throw std::invalid_argument("quantize_u8: null buffer");
-  if (!(p.scale >= 0.0f) || !std::isfinite(p.scale) || !std::isfinite(p.lo))
-    throw std::invalid_argument(
-        fmt::format("quantize_u8: invalid parameters lo = {}, scale = {}", p.lo, p.scale));
+  quantize_internal::check_params("quantize_u8", p);
   if (p.scale == 0.0f) {  // degenerate range: everything is lo
     std::memset(q, 0, static_cast<size_t>(n));
     return;
   }
-  const float lo = p.lo, scale = p.scale;
-  if (r == Rounding::kNearestEven) {
-#pragma omp parallel if (n > kParallelMin)
-    {
-      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const int64_t b = n * t / nt, e = n * (t + 1) / nt;
-      nearest_block(x + b, e - b, lo, scale, q + b);
-    }
+  if (n <= kParallelMin) {
+    quantize_internal::quantize_span(x, n, p, r, key, q);
     return;
   }
-  // Stochastic: stream elements in chunks of kChunk (aligned in the stream, so the first and
-  // last chunk of a call may be partial); per chunk the kChunk / 4 Philox calls run lane by lane
-  // (vectorizable), then the rounding loop.
-  const uint64_t e0 = key.offset, e1 = key.offset + static_cast<uint64_t>(n);
-  const int64_t c0 = static_cast<int64_t>(e0 / kChunk);
-  const int64_t c1 = static_cast<int64_t>((e1 - 1) / kChunk) + 1;
-  const uint32_t k0 = static_cast<uint32_t>(key.seed) ^ static_cast<uint32_t>(key.iteration >> 32);
-  const uint32_t k1 = static_cast<uint32_t>(key.seed >> 32);
-  const uint32_t it = static_cast<uint32_t>(key.iteration);
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t c = c0; c < c1; ++c) {
-    const uint64_t cb = static_cast<uint64_t>(c) * kChunk;
-    const uint64_t b = std::max(cb, e0), e = std::min(cb + kChunk, e1);
-    stochastic_chunk(static_cast<uint64_t>(c), static_cast<int64_t>(b - cb),
-                     static_cast<int64_t>(e - b), x + (b - e0), lo, scale, it, key.node, k0, k1,
-                     q + (b - e0));
+  // One span per thread, cut where the stream crosses a chunk boundary (each chunk's uniforms
+  // are drawn once). Every q depends on its x and its stream element only, so the cut changes
+  // no bit.
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    auto cut = [&](int64_t k) -> int64_t {
+      if (k == 0) return 0;
+      const uint64_t s = key.offset + static_cast<uint64_t>(n * k / nt);
+      const uint64_t up = (s + kChunk - 1) / kChunk * kChunk;
+      return std::min(n, static_cast<int64_t>(up - key.offset));
+    };
+    const int64_t b = cut(t), e = cut(t + 1);
+    StochasticKey k = key;
+    k.offset = key.offset + static_cast<uint64_t>(b);
+    quantize_internal::quantize_span(x + b, e - b, p, r, k, q + b);
   }
 }
 

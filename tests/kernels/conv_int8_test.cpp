@@ -1,19 +1,26 @@
 // The 8-bit convolution and linear ops (kernels/include/spush/kernels/conv_int8.h): the fast
 // paths (oneDNN when built with it on a VNNI / AMX CPU) against the reference, bit for bit, for
 // the integer parts and the fp32 outputs, on ResNet-20's shapes, odd shapes, batch 1, padding
-// 0 / 1 / 2, non-square kernels and strides, and extreme codes; and the reference against an
-// fp64 evaluation of the definition on the dequantized operands.
+// 0 / 1 / 2, non-square kernels and strides, and extreme codes; the reference against an fp64
+// evaluation of the definition on the dequantized operands; and the requantizing epilogue (fused,
+// reference, plan and linear ops) against its definition, the fp32 output with the bias added
+// and then quantize_u8 on the whole tensor.
 #include "spush/kernels/conv_int8.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "conv_test_util.h"
@@ -371,6 +378,307 @@ TEST(LinearInt8, MatchesReferenceAndFp64) {
   std::vector<float> y(1);
   EXPECT_THROW(linear_u8_forward(1, kMaxInt8GemmK + 1, 1, q.data(), kX, q.data(), kW, y.data()),
                std::invalid_argument);
+}
+
+// --- The requantizing epilogue ---------------------------------------------------------------
+
+// Random integer parts: acc over the whole int32 range, sums and n as a long reduction gives.
+Int8Parts random_parts(int64_t b, int64_t c, int64_t p, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> big(-2000000000, 2000000000), small(0, 5000000);
+  Int8Parts parts;
+  parts.resize(b, c, p);
+  for (auto& v : parts.acc) v = big(rng);
+  for (auto& v : parts.sum_a) v = small(rng);
+  for (auto& v : parts.sum_w) v = small(rng);
+  for (auto& v : parts.n) v = small(rng) % 600;
+  return parts;
+}
+
+// y + bias[c] in fp32 over a [batch, channels, positions] tensor (y itself without a bias).
+std::vector<float> with_bias(std::vector<float> y, int64_t channels, int64_t positions,
+                             const float* bias) {
+  if (bias != nullptr)
+    for (size_t e = 0; e < y.size(); ++e)
+      y[e] = y[e] + bias[(static_cast<int64_t>(e) / positions) % channels];
+  return y;
+}
+
+// The definition of the requantizing epilogue on the public API: the fp32 output y, the bias
+// added, then quantize_u8 on the whole tensor.
+std::vector<uint8_t> compose(const std::vector<float>& y, int64_t channels, int64_t positions,
+                             const Requant& rq) {
+  const std::vector<float> yb = with_bias(y, channels, positions, rq.bias);
+  std::vector<uint8_t> q(yb.size(), 0xAB);
+  quantize_u8(yb.data(), static_cast<int64_t>(yb.size()), rq.out, rq.rounding, rq.key, q.data());
+  return q;
+}
+
+// Output parameters inside the range of the (biased) output, so that both ends clamp.
+QParams inner_params(const std::vector<float>& yb) {
+  const Range r = minmax(yb.data(), static_cast<int64_t>(yb.size()));
+  const float w = r.hi - r.lo;
+  return qparams(r.lo + 0.05f * w, r.hi - 0.08f * w);
+}
+
+// The settings the tests run on an output y: nearest-even and stochastic, without and with a
+// per-channel bias (about a third of y's range), stochastic at stream offsets 0, odd and past
+// 2^32 elements; py from the biased output. `bias` holds the bias values.
+std::vector<std::pair<std::string, Requant>> requant_cases(const std::vector<float>& y,
+                                                           int64_t channels, int64_t positions,
+                                                           std::vector<float>& bias,
+                                                           uint64_t seed) {
+  const Range r = minmax(y.data(), static_cast<int64_t>(y.size()));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-0.3f, 0.3f);
+  bias.resize(static_cast<size_t>(channels));
+  for (auto& v : bias) v = d(rng) * (r.hi - r.lo);
+  std::vector<std::pair<std::string, Requant>> cases;
+  for (bool b : {false, true}) {
+    Requant rq;
+    rq.bias = b ? bias.data() : nullptr;
+    rq.out = inner_params(with_bias(y, channels, positions, rq.bias));
+    const std::string tag = b ? " with bias" : " without bias";
+    rq.rounding = Rounding::kNearestEven;
+    cases.emplace_back("nearest-even" + tag, rq);
+    rq.rounding = Rounding::kStochastic;
+    for (uint64_t offset : {uint64_t{0}, uint64_t{12345}, (uint64_t{1} << 33) + 7}) {
+      rq.key = StochasticKey{0x9e3779b97f4a7c15ull + offset, 5, (uint64_t{3} << 32) + 17, offset};
+      cases.emplace_back("stochastic offset " + std::to_string(offset) + tag, rq);
+    }
+  }
+  return cases;
+}
+
+int64_t count_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  if (a.size() != b.size()) return -1;
+  int64_t d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += a[i] != b[i];
+  return d;
+}
+
+// int8_epilogue_requant and _ref against the definition on random parts of odd sizes, one of
+// them above the OpenMP threshold and one with positions 1 (a linear layer's parts).
+TEST(Int8Requant, FusedMatchesDefinitionOnRandomParts) {
+  const std::vector<std::array<int64_t, 3>> sizes{
+      {1, 1, 1}, {3, 5, 7}, {2, 13, 1}, {1, 3, 1031}, {5, 17, 257}, {2, 37, 1025}, {7, 300, 1}};
+  uint64_t seed = 500;
+  for (const auto& [nb, nc, np] : sizes)
+    for (auto [pa, pw] : {std::pair{kX, kW}, std::pair{kG, kW}}) {
+      const Int8Parts parts = random_parts(nb, nc, np, ++seed);
+      std::vector<float> y(static_cast<size_t>(nb * nc * np));
+      int8_epilogue(parts, pa, pw, y.data());
+      std::vector<float> bias;
+      for (const auto& [name, rq] : requant_cases(y, nc, np, bias, ++seed)) {
+        SCOPED_TRACE(std::to_string(nb) + "x" + std::to_string(nc) + "x" + std::to_string(np) +
+                     " " + name);
+        const std::vector<uint8_t> want = compose(y, nc, np, rq);
+        std::vector<uint8_t> ref(want.size(), 0xCD), fused(want.size(), 0xEF);
+        int8_epilogue_requant_ref(parts, pa, pw, rq, ref.data());
+        int8_epilogue_requant(parts, pa, pw, rq, fused.data());
+        EXPECT_EQ(count_diff(want, ref), 0) << "reference";
+        EXPECT_EQ(count_diff(want, fused), 0) << "fused";
+      }
+    }
+}
+
+// The definition evaluated element by element with the header's scalar formulas (int8_epilogue
+// of one element, one fp32 addition of the bias, the clamp, floor and the uniform of the flat
+// index), and wrong variants that a test must tell apart: it would fail if the bias were
+// ignored or added after the rounding, or if the stream index were not key.offset plus the flat
+// index.
+TEST(Int8Requant, FlatStreamIndexAndBiasBeforeRounding) {
+  const int64_t nb = 3, nc = 4, np = 37, total = nb * nc * np;
+  const Int8Parts parts = random_parts(nb, nc, np, 42);
+  const QParams pa = kX, pw = kW;
+  std::vector<float> y(static_cast<size_t>(total));
+  int8_epilogue(parts, pa, pw, y.data());
+  std::vector<float> bias;
+  const auto cases = requant_cases(y, nc, np, bias, 43);
+  const Requant* stochastic = nullptr;
+  for (const auto& [name, rq] : cases)
+    if (rq.bias != nullptr && rq.rounding == Rounding::kStochastic && rq.key.offset == 12345)
+      stochastic = &rq;
+  ASSERT_NE(stochastic, nullptr);
+  const Requant& rq = *stochastic;
+  const QParams py = rq.out;
+  ASSERT_GT(py.scale, 0.0f);
+  const Int8EpilogueCoeffs k = int8_epilogue_coeffs(pa, pw);
+  auto t_of = [&](float v) {
+    const float t = (v - py.lo) / py.scale;
+    const float a = t > 0.0f ? t : 0.0f;
+    return a < 255.0f ? a : 255.0f;
+  };
+  auto code = [&](float v, uint64_t e) {
+    const float t = t_of(v), f = std::floor(t);
+    const float u = stochastic_uniform(rq.key.seed, rq.key.node, rq.key.iteration, e);
+    return static_cast<uint8_t>(static_cast<int>(f) + (u < t - f ? 1 : 0));
+  };
+  std::vector<uint8_t> want(static_cast<size_t>(total)), no_bias(want.size()),
+      bias_after(want.size()), row_index(want.size()), channel_major(want.size()),
+      no_offset(want.size()), want_nearest(want.size()), nearest_bias_after(want.size());
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t c = 0; c < nc; ++c)
+      for (int64_t p = 0; p < np; ++p) {
+        const int64_t flat = (b * nc + c) * np + p;
+        const float ye = int8_epilogue(k, parts.acc[flat], parts.sum_a[b * np + p],
+                                       parts.sum_w[c * np + p], parts.n[p]);
+        const float yb = ye + bias[c];
+        const uint64_t e = rq.key.offset + static_cast<uint64_t>(flat);
+        want[flat] = code(yb, e);
+        no_bias[flat] = code(ye, e);
+        // The bias added to the code of the unbiased output (rounded to a whole code).
+        const float shifted = static_cast<float>(code(ye, e)) + std::nearbyint(bias[c] / py.scale);
+        bias_after[flat] = static_cast<uint8_t>(std::clamp(shifted, 0.0f, 255.0f));
+        row_index[flat] = code(yb, rq.key.offset + static_cast<uint64_t>(p));
+        channel_major[flat] =
+            code(yb, rq.key.offset + static_cast<uint64_t>((c * nb + b) * np + p));
+        no_offset[flat] = code(yb, static_cast<uint64_t>(flat));
+        want_nearest[flat] = static_cast<uint8_t>(std::nearbyint(t_of(yb)));
+        const float ns = std::nearbyint(t_of(ye)) + std::nearbyint(bias[c] / py.scale);
+        nearest_bias_after[flat] = static_cast<uint8_t>(std::clamp(ns, 0.0f, 255.0f));
+      }
+  std::vector<uint8_t> fused(want.size()), ref(want.size());
+  int8_epilogue_requant(parts, pa, pw, rq, fused.data());
+  int8_epilogue_requant_ref(parts, pa, pw, rq, ref.data());
+  EXPECT_EQ(count_diff(want, fused), 0);
+  EXPECT_EQ(count_diff(want, ref), 0);
+  // Each wrong variant differs from the result in many elements (each stochastic draw differs
+  // with probability 2 frac (1 - frac) under another uniform: about a third of them).
+  for (const auto& [name, wrong] :
+       {std::pair{"bias ignored", &no_bias}, std::pair{"bias added after rounding", &bias_after},
+        std::pair{"stream index p", &row_index}, std::pair{"channel-major index", &channel_major},
+        std::pair{"index without key.offset", &no_offset}})
+    EXPECT_GT(count_diff(*wrong, fused), total / 20) << name;
+  Requant rn = rq;
+  rn.rounding = Rounding::kNearestEven;
+  int8_epilogue_requant(parts, pa, pw, rn, fused.data());
+  EXPECT_EQ(count_diff(want_nearest, fused), 0);
+  EXPECT_GT(count_diff(nearest_bias_after, fused), 0);
+}
+
+// ConvInt8Plan::forward_requant against conv_u8_forward_ref, the bias and quantize_u8, on
+// ResNet-20's and odd shapes (the plan runs oneDNN where it can, the reference elsewhere).
+TEST(Int8Requant, PlanForwardMatchesDefinition) {
+  uint64_t seed = 700;
+  for (const ConvShape& s : shapes()) {
+    const std::vector<uint8_t> qx = codes(s.x_size(), Fill::kRandom, ++seed),
+                               qw = codes(s.w_size(), Fill::kRandom, ++seed);
+    std::vector<float> y(static_cast<size_t>(s.y_size()));
+    conv_u8_forward_ref(s, qx.data(), kX, qw.data(), kW, y.data());
+    ConvInt8Plan plan(s);
+    const int64_t np = s.oh() * s.ow();
+    std::vector<float> bias;
+    for (const auto& [name, rq] : requant_cases(y, s.cout, np, bias, ++seed)) {
+      SCOPED_TRACE(s.str() + " " + name);
+      const std::vector<uint8_t> want = compose(y, s.cout, np, rq);
+      std::vector<uint8_t> got(want.size(), 0xEF);
+      plan.forward_requant(qx.data(), kX, qw.data(), kW, rq, got.data());
+      EXPECT_EQ(count_diff(want, got), 0);
+    }
+  }
+}
+
+TEST(Int8Requant, LinearForwardMatchesDefinition) {
+  uint64_t seed = 900;
+  for (auto [batch, in, out] :
+       {std::array<int64_t, 3>{32, 64, 10}, std::array<int64_t, 3>{1, 7, 3},
+        std::array<int64_t, 3>{5, 1000, 17}, std::array<int64_t, 3>{3, 33, 301},
+        std::array<int64_t, 3>{256, 64, 300}}) {
+    const std::vector<uint8_t> qx = codes(batch * in, Fill::kRandom, ++seed),
+                               qw = codes(out * in, Fill::kRandom, ++seed);
+    std::vector<float> y(static_cast<size_t>(batch * out));
+    linear_u8_forward_ref(batch, in, out, qx.data(), kX, qw.data(), kW, y.data());
+    std::vector<float> bias;
+    for (const auto& [name, rq] : requant_cases(y, out, 1, bias, ++seed)) {
+      SCOPED_TRACE("linear " + std::to_string(batch) + " x " + std::to_string(in) + " -> " +
+                   std::to_string(out) + " " + name);
+      const std::vector<uint8_t> want = compose(y, out, 1, rq);
+      std::vector<uint8_t> ref(want.size(), 0xCD), fast(want.size(), 0xEF);
+      linear_u8_forward_requant_ref(batch, in, out, qx.data(), kX, qw.data(), kW, rq, ref.data());
+      linear_u8_forward_requant(batch, in, out, qx.data(), kX, qw.data(), kW, rq, fast.data());
+      EXPECT_EQ(count_diff(want, ref), 0) << "reference";
+      EXPECT_EQ(count_diff(want, fast), 0) << "fast";
+    }
+  }
+}
+
+// scale == 0 gives all-zero codes (NaN outputs included, as quantize_u8); invalid parameters
+// are refused by every entry point, naming the values.
+TEST(Int8Requant, DegenerateAndInvalidParameters) {
+  const Int8Parts parts = random_parts(2, 3, 5, 7);
+  const ConvShape s = shapes()[10];
+  const std::vector<uint8_t> qx = codes(s.x_size(), Fill::kRandom, 1),
+                             qw = codes(s.w_size(), Fill::kRandom, 2);
+  ConvInt8Plan plan(s);
+  const std::vector<float> bias(64, 0.5f);
+  for (Rounding r : {Rounding::kNearestEven, Rounding::kStochastic}) {
+    Requant rq;
+    rq.out = qparams(1.5f, 1.5f);
+    ASSERT_EQ(rq.out.scale, 0.0f);
+    rq.rounding = r;
+    rq.key.offset = 3;
+    rq.bias = bias.data();
+    std::vector<uint8_t> q(30, 0xAB);
+    int8_epilogue_requant(parts, kX, kW, rq, q.data());
+    EXPECT_EQ(q, std::vector<uint8_t>(30, 0));
+    q.assign(30, 0xAB);
+    int8_epilogue_requant_ref(parts, kX, kW, rq, q.data());
+    EXPECT_EQ(q, std::vector<uint8_t>(30, 0));
+    std::vector<uint8_t> qy(static_cast<size_t>(s.y_size()), 0xAB);
+    plan.forward_requant(qx.data(), kX, qw.data(), kW, rq, qy.data());
+    EXPECT_EQ(qy, std::vector<uint8_t>(qy.size(), 0));
+    std::vector<uint8_t> ql(6, 0xAB);
+    linear_u8_forward_requant(2, 4, 3, qx.data(), kX, qw.data(), kW, rq, ql.data());
+    EXPECT_EQ(ql, std::vector<uint8_t>(6, 0));
+    // NaN parameters of the operands give NaN outputs: still all 0 with scale 0.
+    const QParams nan_a{std::nanf(""), 1.0f};
+    q.assign(30, 0xAB);
+    int8_epilogue_requant(parts, nan_a, kW, rq, q.data());
+    EXPECT_EQ(q, std::vector<uint8_t>(30, 0));
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  for (QParams bad : {QParams{0.0f, -1.0f}, QParams{std::nanf(""), 0.1f}, QParams{0.0f, inf},
+                      QParams{-inf, 0.1f}, QParams{0.0f, std::nanf("")}}) {
+    Requant rq;
+    rq.out = bad;
+    std::vector<uint8_t> q(30), qy(static_cast<size_t>(s.y_size())), ql(6);
+    auto expect_named = [&](auto&& f, const char* who) {
+      try {
+        f();
+        ADD_FAILURE() << who << ": no throw for lo = " << bad.lo << ", scale = " << bad.scale;
+      } catch (const std::invalid_argument& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find(who), std::string::npos) << m;
+        EXPECT_NE(m.find("invalid parameters"), std::string::npos) << m;
+        EXPECT_NE(m.find(fmt::format("lo = {}, scale = {}", bad.lo, bad.scale)), std::string::npos)
+            << m;
+      }
+    };
+    expect_named([&] { int8_epilogue_requant(parts, kX, kW, rq, q.data()); },
+                 "int8_epilogue_requant");
+    expect_named([&] { int8_epilogue_requant_ref(parts, kX, kW, rq, q.data()); },
+                 "int8_epilogue_requant_ref");
+    expect_named([&] { plan.forward_requant(qx.data(), kX, qw.data(), kW, rq, qy.data()); },
+                 "ConvInt8Plan::forward_requant");
+    expect_named(
+        [&] { linear_u8_forward_requant(2, 4, 3, qx.data(), kX, qw.data(), kW, rq, ql.data()); },
+        "linear_u8_forward_requant");
+    expect_named(
+        [&] {
+          linear_u8_forward_requant_ref(2, 4, 3, qx.data(), kX, qw.data(), kW, rq, ql.data());
+        },
+        "linear_u8_forward_requant_ref");
+  }
+  // Parts whose vectors do not match their sizes, and a null output.
+  Int8Parts broken = parts;
+  broken.sum_w.pop_back();
+  Requant rq;
+  rq.out = qparams(0.0f, 1.0f);
+  std::vector<uint8_t> q(30);
+  EXPECT_THROW(int8_epilogue_requant(broken, kX, kW, rq, q.data()), std::invalid_argument);
+  EXPECT_THROW(int8_epilogue_requant_ref(broken, kX, kW, rq, q.data()), std::invalid_argument);
+  EXPECT_THROW(int8_epilogue_requant(parts, kX, kW, rq, nullptr), std::invalid_argument);
 }
 
 }  // namespace

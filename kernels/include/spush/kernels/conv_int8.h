@@ -27,6 +27,16 @@
 // 4 * 2^-53 of sum |terms| and one fp32 rounding. fp64 keeps the cancellation between the four
 // terms (large when lo is far from 0, as for gradients) from costing fp32 precision.
 //
+// The requantizing epilogue (Requant: output parameters py, a rounding, a stochastic key and an
+// optional per-channel bias) gives the u8 codes of the output without an fp32 tensor:
+//   y_e = int8_epilogue(coeffs(pa, pw), acc, sum_a, sum_w, n)      (fp32, as above)
+//   y   = bias ? fl(y_e + bias[c]) : y_e                           (one fp32 addition)
+//   q   = quantize_u8's code of y with py and the rounding, at stream element
+//         e = key.offset + (b channels + c) positions + p          (the flat output index)
+// i.e. bit for bit the fp32 epilogue, the bias added, then quantize_u8 on the whole tensor with
+// (py, rounding, key); int8_epilogue_requant_ref is that composition, int8_epilogue_requant
+// and the *_requant ops compute it in one pass over blocks of the output.
+//
 // The *_ref functions are the specification (plain loops). ConvInt8Plan and the linear ops
 // without _ref are the fast paths: oneDNN's int8 convolution (forward) and deconvolution
 // (backward-data) or gemm_u8s8s32 (linear), on u8 codes and s8 weight codes q_w - 128, with
@@ -84,6 +94,25 @@ SPUSH_HD float int8_epilogue(const Int8EpilogueCoeffs& k, int32_t acc, int32_t s
 // y[b, c, p] = int8_epilogue(coeffs(pa, pw), parts at (b, c, p)) for the whole tensor.
 void int8_epilogue(const Int8Parts& parts, QParams pa, QParams pw, float* y);
 
+// The requantizing epilogue's output quantization (see the file comment).
+struct Requant {
+  QParams out;  // py: the output's parameters
+  Rounding rounding = Rounding::kNearestEven;
+  StochasticKey key{};          // kStochastic only; offset: stream index of q[0]
+  const float* bias = nullptr;  // [channels] or null
+};
+
+// q[b, c, p] = the code of fl(y[b, c, p] + bias[c]) (or of y without a bias) that quantize_u8
+// gives with (rq.out, rq.rounding, rq.key) on the whole [batch, channels, positions] tensor.
+// Throws std::invalid_argument for invalid rq.out (as quantize_u8 does, naming the values), a
+// null q, or parts whose vectors do not match their sizes; rq.out.scale == 0 gives all 0.
+// _ref: the composition itself (an fp32 tensor, then quantize_u8), the specification.
+// Without _ref: one pass over blocks of the output, no fp32 tensor; the same bits.
+void int8_epilogue_requant_ref(const Int8Parts& parts, QParams pa, QParams pw, const Requant& rq,
+                               uint8_t* q);
+void int8_epilogue_requant(const Int8Parts& parts, QParams pa, QParams pw, const Requant& rq,
+                           uint8_t* q);
+
 // --- Convolution: the specification -------------------------------------------------------
 // x: [batch, cin, h, w], w: [cout, cin, kh, kw], y / g: [batch, cout, oh, ow].
 // Throws std::invalid_argument for an invalid shape or a reduction length above the bound.
@@ -109,6 +138,9 @@ class ConvInt8Plan {
   const ConvShape& shape() const { return shape_; }
   void forward_parts(const uint8_t* qx, const uint8_t* qw, Int8Parts& out);
   void forward(const uint8_t* qx, QParams px, const uint8_t* qw, QParams pw, float* y);
+  // qy: [batch, cout, oh, ow] codes, the requantizing epilogue on forward_parts.
+  void forward_requant(const uint8_t* qx, QParams px, const uint8_t* qw, QParams pw,
+                       const Requant& rq, uint8_t* qy);
   void backward_data_parts(const uint8_t* qg, const uint8_t* qw, Int8Parts& out);
   void backward_data(const uint8_t* qg, QParams pg, const uint8_t* qw, QParams pw, float* dx);
 
@@ -130,6 +162,13 @@ void linear_u8_forward_ref(int64_t batch, int64_t in, int64_t out, const uint8_t
                            const uint8_t* qw, QParams pw, float* y);
 void linear_u8_forward(int64_t batch, int64_t in, int64_t out, const uint8_t* qx, QParams px,
                        const uint8_t* qw, QParams pw, float* y);
+// qy: [batch, out] codes of the forward output through the requantizing epilogue (bias: [out]).
+void linear_u8_forward_requant_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                                   QParams px, const uint8_t* qw, QParams pw, const Requant& rq,
+                                   uint8_t* qy);
+void linear_u8_forward_requant(int64_t batch, int64_t in, int64_t out, const uint8_t* qx,
+                               QParams px, const uint8_t* qw, QParams pw, const Requant& rq,
+                               uint8_t* qy);
 void linear_u8_backward_data_ref(int64_t batch, int64_t in, int64_t out, const uint8_t* qg,
                                  QParams pg, const uint8_t* qw, QParams pw, float* dx);
 void linear_u8_backward_data(int64_t batch, int64_t in, int64_t out, const uint8_t* qg, QParams pg,

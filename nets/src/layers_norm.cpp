@@ -36,17 +36,32 @@ void check_groups(const char* type, int64_t groups, int64_t channels) {
                                 std::to_string(groups) + ")");
 }
 
+// sum of term(i) for i < n in double, over kSumLanes independent accumulators (term i into lane
+// i % kSumLanes) added in a fixed order at the end: one result whatever the thread count, and
+// a loop the compiler vectorizes (a single accumulator is a chain of dependent additions, bound
+// by their latency).
+constexpr int kSumLanes = 8;
+
+template <typename Term>
+inline double lane_sum(int64_t n, Term term) {
+  double acc[kSumLanes] = {};
+  const int64_t nb = n / kSumLanes * kSumLanes;
+  for (int64_t i = 0; i < nb; i += kSumLanes)
+    for (int l = 0; l < kSumLanes; ++l) acc[l] += term(i + l);
+  for (int64_t i = nb; i < n; ++i) acc[i - nb] += term(i);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // Mean and biased variance of n floats.
 inline void moments(const float* x, int64_t n, double& mean, double& var) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += x[i];
-  mean = s / static_cast<double>(n);
-  double q = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] - mean;
-    q += d * d;
-  }
-  var = q / static_cast<double>(n);
+  mean = lane_sum(n, [x](int64_t i) { return static_cast<double>(x[i]); }) / static_cast<double>(n);
+  const double mu = mean;
+  var = lane_sum(n,
+                 [x, mu](int64_t i) {
+                   const double d = x[i] - mu;
+                   return d * d;
+                 }) /
+        static_cast<double>(n);
 }
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
@@ -108,11 +123,57 @@ void channel_sums(const Tensor& in, const Tensor& dout, int64_t n, int64_t c, fl
   for (int64_t b = 0; b < in.batch; ++b) {
     const float* x = in.sample(n, b) + c * hw;
     const float* dy = dout.sample(n, b) + c * hw;
-    for (int64_t i = 0; i < hw; ++i) {
-      sdy += dy[i];
-      sdyx += dy[i] * ((x[i] - mu) * r);
-    }
+    sdy += lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
+    sdyx += lane_sum(hw, [=](int64_t i) { return static_cast<double>(dy[i] * ((x[i] - mu) * r)); });
   }
+}
+
+// GroupNorm's loops over one unit (a sample's group of cg channels of hw values, contiguous) or
+// one channel, compiled for AVX-512 too (the clone is picked at load time). The clones give the
+// same bits: the same IEEE operations in the same order (no FMA: avx512f does not enable it).
+#define SPUSH_NORM_CLONES __attribute__((target_clones("avx512f", "default")))
+
+// y = gamma (x - mean) rstd + beta over the unit (as a x + b per channel); returns mean, rstd.
+SPUSH_NORM_CLONES void group_norm_unit_forward(const float* x, float* y, int64_t cg, int64_t hw,
+                                               const float* gamma, const float* beta, float eps,
+                                               float& mu, float& r) {
+  double mean, var;
+  moments(x, cg * hw, mean, var);
+  mu = static_cast<float>(mean);
+  r = static_cast<float>(1.0 / std::sqrt(var + eps));
+  for (int64_t c = 0; c < cg; ++c) {
+    const float a = gamma[c] * r, b = beta[c] - mu * gamma[c] * r;
+    for (int64_t i = 0; i < hw; ++i) y[c * hw + i] = a * x[c * hw + i] + b;
+  }
+}
+
+// sdy += sum(dy), sdyx += sum(dy (x - mu) r) over one channel's hw values.
+SPUSH_NORM_CLONES void group_norm_channel_sums(const float* x, const float* dy, int64_t hw,
+                                               float mu, float r, double& sdy, double& sdyx) {
+  sdy += lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
+  sdyx += lane_sum(hw, [=](int64_t i) { return static_cast<double>(dy[i] * ((x[i] - mu) * r)); });
+}
+
+// dx over the unit: r (g - mean(g) - xhat mean(g xhat)), g = dy gamma, xhat = (x - mu) r.
+SPUSH_NORM_CLONES void group_norm_unit_backward(const float* x, const float* dy, float* dx,
+                                                int64_t cg, int64_t hw, const float* gamma,
+                                                float mu, float r) {
+  const int64_t m = cg * hw;
+  double sg = 0.0, sgx = 0.0;
+  for (int64_t c = 0; c < cg; ++c) {
+    const float gc = gamma[c];
+    const float* xc = x + c * hw;
+    const float* dyc = dy + c * hw;
+    sg += lane_sum(hw, [=](int64_t i) { return static_cast<double>(dyc[i] * gc); });
+    sgx += lane_sum(
+        hw, [=](int64_t i) { return static_cast<double>((dyc[i] * gc) * ((xc[i] - mu) * r)); });
+  }
+  const float a = static_cast<float>(sg / m), bq = static_cast<float>(sgx / m);
+  for (int64_t c = 0; c < cg; ++c)
+    for (int64_t i = 0; i < hw; ++i) {
+      const int64_t k = c * hw + i;
+      dx[k] = r * (dy[k] * gamma[c] - a - (x[k] - mu) * r * bq);
+    }
 }
 
 }  // namespace
@@ -205,13 +266,13 @@ void BatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& param
       double s = 0.0;
       for (int64_t b = 0; b < batch; ++b) {
         const float* x = in.sample(n, b) + c * hw;
-        for (int64_t i = 0; i < hw; ++i) s += x[i];
+        s += lane_sum(hw, [x](int64_t i) { return static_cast<double>(x[i]); });
       }
       mean = s / static_cast<double>(m);
       double q = 0.0;
       for (int64_t b = 0; b < batch; ++b) {
         const float* x = in.sample(n, b) + c * hw;
-        for (int64_t i = 0; i < hw; ++i) q += (x[i] - mean) * (x[i] - mean);
+        q += lane_sum(hw, [x, mean](int64_t i) { return (x[i] - mean) * (x[i] - mean); });
       }
       var = q / static_cast<double>(m);
       const double unbiased = m > 1 ? var * static_cast<double>(m) / (m - 1) : var;
@@ -281,19 +342,10 @@ void GroupNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& params,
 #pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
   for (int64_t u = 0; u < units; ++u) {
     const int64_t n = u / (in.batch * g_), grp = u % g_;
-    const float* x = in.data.data() + u * m;  // the group's channels are contiguous
-    float* y = out.data.data() + u * m;
-    double mean, var;
-    moments(x, m, mean, var);
-    const float mu = static_cast<float>(mean), r = static_cast<float>(1.0 / std::sqrt(var + eps_));
-    mean_[u] = mu;
-    rstd_[u] = r;
-    const float* gamma = params.row(n) + g_off_ + grp * cg;
-    const float* beta = params.row(n) + b_off_ + grp * cg;
-    for (int64_t c = 0; c < cg; ++c) {
-      const float a = gamma[c] * r, b = beta[c] - mu * gamma[c] * r;
-      for (int64_t i = 0; i < hw; ++i) y[c * hw + i] = a * x[c * hw + i] + b;
-    }
+    // The group's channels are contiguous.
+    group_norm_unit_forward(in.data.data() + u * m, out.data.data() + u * m, cg, hw,
+                            params.row(n) + g_off_ + grp * cg, params.row(n) + b_off_ + grp * cg,
+                            eps_, mean_[u], rstd_[u]);
   }
 }
 
@@ -310,13 +362,8 @@ void GroupNorm::backward(const Tensor& in, const Tensor& out, const Tensor& dout
     double sdy = 0.0, sdyx = 0.0;
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t u = (n * batch + b) * g_ + c / cg;
-      const float mu = mean_[u], r = rstd_[u];
-      const float* x = in.sample(n, b) + c * hw;
-      const float* dy = dout.sample(n, b) + c * hw;
-      for (int64_t i = 0; i < hw; ++i) {
-        sdy += dy[i];
-        sdyx += dy[i] * ((x[i] - mu) * r);
-      }
+      group_norm_channel_sums(in.sample(n, b) + c * hw, dout.sample(n, b) + c * hw, hw, mean_[u],
+                              rstd_[u], sdy, sdyx);
     }
     dparams.row(n)[g_off_ + c] += static_cast<float>(sdyx);
     dparams.row(n)[b_off_ + c] += static_cast<float>(sdy);
@@ -327,24 +374,9 @@ void GroupNorm::backward(const Tensor& in, const Tensor& out, const Tensor& dout
 #pragma omp parallel for schedule(static) if (in.numel() > (1 << 18))
   for (int64_t u = 0; u < units; ++u) {
     const int64_t n = u / (batch * g_), grp = u % g_;
-    const float* x = in.data.data() + u * m;
-    const float* dy = dout.data.data() + u * m;
-    float* dx = dinp->data.data() + u * m;
-    const float mu = mean_[u], r = rstd_[u];
-    const float* gamma = params.row(n) + g_off_ + grp * cg;
-    double sg = 0.0, sgx = 0.0;
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t i = 0; i < hw; ++i) {
-        const float g = dy[c * hw + i] * gamma[c];
-        sg += g;
-        sgx += g * ((x[c * hw + i] - mu) * r);
-      }
-    const float a = static_cast<float>(sg / m), bq = static_cast<float>(sgx / m);
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t k = c * hw + i;
-        dx[k] = r * (dy[k] * gamma[c] - a - (x[k] - mu) * r * bq);
-      }
+    group_norm_unit_backward(in.data.data() + u * m, dout.data.data() + u * m,
+                             dinp->data.data() + u * m, cg, hw, params.row(n) + g_off_ + grp * cg,
+                             mean_[u], rstd_[u]);
   }
 }
 
@@ -406,13 +438,13 @@ void EvoNormS0::backward(const Tensor& in, const Tensor& out, const Tensor& dout
       const float* x = in.sample(n, b) + c * hw;
       const float* dy = dout.sample(n, b) + c * hw;
       const float* sgm = sig_.data() + (n * batch + b) * in.sample_stride() + c * hw;
-      double sg = 0.0, sv = 0.0;
-      for (int64_t i = 0; i < hw; ++i) {
+      const double sg =
+          lane_sum(hw, [=](int64_t i) { return static_cast<double>(dy[i] * x[i] * sgm[i]); });
+      const double sv = lane_sum(hw, [=](int64_t i) {
         const float s = sgm[i];
-        sg += dy[i] * x[i] * s;
-        sv += dy[i] * x[i] * x[i] * s * (1.0f - s);
-        db += dy[i];
-      }
+        return static_cast<double>(dy[i] * x[i] * x[i] * s * (1.0f - s));
+      });
+      db += lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
       dg += sg * r;
       dv += sv * gamma * r;
     }
@@ -434,11 +466,13 @@ void EvoNormS0::backward(const Tensor& in, const Tensor& out, const Tensor& dout
     const float* v = params.row(n) + v_off_ + grp * cg;
     const float* sgm = sig_.data() + u * m;
     double dr = 0.0;  // dL/d rstd
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t k = c * hw + i;
-        dr += dy[k] * gamma[c] * x[k] * sgm[k];
-      }
+    for (int64_t c = 0; c < cg; ++c) {
+      const float gc = gamma[c];
+      const int64_t o = c * hw;
+      dr += lane_sum(hw, [=](int64_t i) {
+        return static_cast<double>(dy[o + i] * gc * x[o + i] * sgm[o + i]);
+      });
+    }
     // rstd = (var + eps)^(-1/2): dL/dvar = -rstd^3 / 2 * dr; dvar/dx = 2 (x - mean) / M.
     const float kv = static_cast<float>(-dr * r * r * r / m);
     for (int64_t c = 0; c < cg; ++c) {
@@ -491,7 +525,7 @@ void RangeBatchNorm2d::forward(const Tensor& in, Tensor& out, const NodeMatrix& 
       double s = 0.0;
       for (int64_t b = 0; b < batch; ++b) {
         const float* x = base + b * stride;
-        for (int64_t i = 0; i < hw; ++i) s += x[i];
+        s += lane_sum(hw, [x](int64_t i) { return static_cast<double>(x[i]); });
       }
       mean = s / static_cast<double>(m);
       scale = f * chunk_ranges(base, batch, stride, hw, k, amax_.data() + nc * kRangeChunks,
@@ -609,13 +643,12 @@ void RangeEvoNorm::backward(const Tensor& in, const Tensor& out, const Tensor& d
       const float r = inv_[(n * batch + b) * g_ + c / cg];
       const float* x = in.sample(n, b) + c * hw;
       const float* dy = dout.sample(n, b) + c * hw;
-      double sg = 0.0, sv = 0.0;
-      for (int64_t i = 0; i < hw; ++i) {
-        const float z = vc * x[i];
-        sg += dy[i] * x[i] * hsig(z);
-        sv += dy[i] * x[i] * x[i] * hsig_grad(z);
-        db += dy[i];
-      }
+      const double sg = lane_sum(
+          hw, [=](int64_t i) { return static_cast<double>(dy[i] * x[i] * hsig(vc * x[i])); });
+      const double sv = lane_sum(hw, [=](int64_t i) {
+        return static_cast<double>(dy[i] * x[i] * x[i] * hsig_grad(vc * x[i]));
+      });
+      db += lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
       dg += sg * r;
       dv += sv * gamma * r;
     }
@@ -637,11 +670,14 @@ void RangeEvoNorm::backward(const Tensor& in, const Tensor& out, const Tensor& d
     const float* v = params.row(n) + v_off_ + grp * cg;
     double sq = 0.0;  // sum(dy * gamma * x * hsig): dL/ds = -inv^2 * sq
     for (int64_t c = 0; c < cg; ++c) {
-      const float a = gamma[c] * r, vc = v[c];
+      const float a = gamma[c] * r, vc = v[c], gc = gamma[c];
+      const int64_t o = c * hw;
+      sq += lane_sum(hw, [=](int64_t i) {
+        return static_cast<double>(dy[o + i] * gc * x[o + i] * hsig(vc * x[o + i]));
+      });
       for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = c * hw + i;
+        const int64_t j = o + i;
         const float z = vc * x[j], h = hsig(z);
-        sq += dy[j] * gamma[c] * x[j] * h;
         dx[j] = dy[j] * a * (h + z * hsig_grad(z));
       }
     }

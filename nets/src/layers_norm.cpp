@@ -37,23 +37,31 @@ void check_groups(const char* type, int64_t groups, int64_t channels) {
 }
 
 // sum of term(i) for i < n in double, over kSumLanes independent accumulators (term i into lane
-// i % kSumLanes) added in a fixed order at the end: one result whatever the thread count, and
-// a loop the compiler vectorizes (a single accumulator is a chain of dependent additions, bound
-// by their latency).
+// i % kSumLanes, in increasing i) added in a fixed order at the end: one result whatever the
+// thread count. The terms are computed block by block into a buffer first, an elementwise loop
+// the compiler vectorizes (with its branches if-converted), then added lane by lane (a single
+// accumulator would be a chain of dependent additions, bound by their latency).
 constexpr int kSumLanes = 8;
 
 template <typename Term>
-inline double lane_sum(int64_t n, Term term) {
+__attribute__((always_inline)) inline double lane_sum(int64_t n, Term term) {
+  constexpr int64_t kBlock = 256;  // a multiple of kSumLanes: term i still goes to lane i % 8
   double acc[kSumLanes] = {};
-  const int64_t nb = n / kSumLanes * kSumLanes;
-  for (int64_t i = 0; i < nb; i += kSumLanes)
-    for (int l = 0; l < kSumLanes; ++l) acc[l] += term(i + l);
-  for (int64_t i = nb; i < n; ++i) acc[i - nb] += term(i);
+  double t[kBlock];
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t len = std::min(kBlock, n - b);
+    for (int64_t j = 0; j < len; ++j) t[j] = term(b + j);
+    const int64_t nb = len / kSumLanes * kSumLanes;
+    for (int64_t j = 0; j < nb; j += kSumLanes)
+      for (int l = 0; l < kSumLanes; ++l) acc[l] += t[j + l];
+    for (int64_t j = nb; j < len; ++j) acc[j - nb] += t[j];
+  }
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 // Mean and biased variance of n floats.
-inline void moments(const float* x, int64_t n, double& mean, double& var) {
+__attribute__((always_inline)) inline void moments(const float* x, int64_t n, double& mean,
+                                                   double& var) {
   mean = lane_sum(n, [x](int64_t i) { return static_cast<double>(x[i]); }) / static_cast<double>(n);
   const double mu = mean;
   var = lane_sum(n,
@@ -67,8 +75,13 @@ inline void moments(const float* x, int64_t n, double& mean, double& var) {
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 // Hard sigmoid and its derivative (1/6 on the open linear part -3 < z < 3, else 0).
-inline float hsig(float z) { return std::clamp(z * (1.0f / 6.0f) + 0.5f, 0.0f, 1.0f); }
-inline float hsig_grad(float z) { return z > -3.0f && z < 3.0f ? 1.0f / 6.0f : 0.0f; }
+// (Written with selects rather than std::clamp and && so that loops over them vectorize.)
+inline float hsig(float z) {
+  const float t = z * (1.0f / 6.0f) + 0.5f;
+  const float lo = t < 0.0f ? 0.0f : t;
+  return lo > 1.0f ? 1.0f : lo;
+}
+inline float hsig_grad(float z) { return (z > -3.0f) & (z < 3.0f) ? 1.0f / 6.0f : 0.0f; }
 
 // The n = rows * len elements base[r * stride + i] (r < rows, i < len), in the order e = r * len
 // + i, cut into k chunks [floor(j n / k), floor((j + 1) n / k)): writes each chunk's first
@@ -174,6 +187,51 @@ SPUSH_NORM_CLONES void group_norm_unit_backward(const float* x, const float* dy,
       const int64_t k = c * hw + i;
       dx[k] = r * (dy[k] * gamma[c] - a - (x[k] - mu) * r * bq);
     }
+}
+
+// RangeEvoNorm's loops (y = x hsig(v x) gamma inv + beta), cloned like GroupNorm's.
+SPUSH_NORM_CLONES void range_evo_unit_forward(const float* x, float* y, int64_t cg, int64_t hw,
+                                              const float* gamma, const float* beta, const float* v,
+                                              float r) {
+  for (int64_t c = 0; c < cg; ++c) {
+    const float a = gamma[c] * r, vc = v[c], b = beta[c];
+    for (int64_t i = 0; i < hw; ++i) {
+      const float xv = x[c * hw + i];
+      y[c * hw + i] = xv * hsig(vc * xv) * a + b;
+    }
+  }
+}
+
+// Over one channel's hw values: sg = sum(dy x hsig(v x)), sv = sum(dy x^2 hsig'(v x)),
+// sdy = sum(dy).
+SPUSH_NORM_CLONES void range_evo_channel_sums(const float* x, const float* dy, int64_t hw, float vc,
+                                              double& sg, double& sv, double& sdy) {
+  sg = lane_sum(hw, [=](int64_t i) { return static_cast<double>(dy[i] * x[i] * hsig(vc * x[i])); });
+  sv = lane_sum(hw, [=](int64_t i) {
+    return static_cast<double>(dy[i] * x[i] * x[i] * hsig_grad(vc * x[i]));
+  });
+  sdy = lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
+}
+
+// dx = dy gamma inv (hsig(z) + z hsig'(z)), z = v x, over the unit (without the range term);
+// returns sum(dy gamma x hsig(z)), from which the caller forms dL/ds.
+SPUSH_NORM_CLONES double range_evo_unit_backward(const float* x, const float* dy, float* dx,
+                                                 int64_t cg, int64_t hw, const float* gamma,
+                                                 const float* v, float r) {
+  double sq = 0.0;
+  for (int64_t c = 0; c < cg; ++c) {
+    const float a = gamma[c] * r, vc = v[c], gc = gamma[c];
+    const int64_t o = c * hw;
+    sq += lane_sum(hw, [=](int64_t i) {
+      return static_cast<double>(dy[o + i] * gc * x[o + i] * hsig(vc * x[o + i]));
+    });
+    for (int64_t i = 0; i < hw; ++i) {
+      const int64_t j = o + i;
+      const float z = vc * x[j], h = hsig(z);
+      dx[j] = dy[j] * a * (h + z * hsig_grad(z));
+    }
+  }
+  return sq;
 }
 
 }  // namespace
@@ -612,16 +670,8 @@ void RangeEvoNorm::forward(const Tensor& in, Tensor& out, const NodeMatrix& para
                                           amin_.data() + u * kRangeChunks);
     const float r = static_cast<float>(1.0 / (scale + eps_));
     inv_[u] = r;
-    const float* gamma = params.row(n) + g_off_ + grp * cg;
-    const float* beta = params.row(n) + b_off_ + grp * cg;
-    const float* v = params.row(n) + v_off_ + grp * cg;
-    for (int64_t c = 0; c < cg; ++c) {
-      const float a = gamma[c] * r, vc = v[c], b = beta[c];
-      for (int64_t i = 0; i < hw; ++i) {
-        const float xv = x[c * hw + i];
-        y[c * hw + i] = xv * hsig(vc * xv) * a + b;
-      }
-    }
+    range_evo_unit_forward(x, y, cg, hw, params.row(n) + g_off_ + grp * cg,
+                           params.row(n) + b_off_ + grp * cg, params.row(n) + v_off_ + grp * cg, r);
   }
 }
 
@@ -643,12 +693,9 @@ void RangeEvoNorm::backward(const Tensor& in, const Tensor& out, const Tensor& d
       const float r = inv_[(n * batch + b) * g_ + c / cg];
       const float* x = in.sample(n, b) + c * hw;
       const float* dy = dout.sample(n, b) + c * hw;
-      const double sg = lane_sum(
-          hw, [=](int64_t i) { return static_cast<double>(dy[i] * x[i] * hsig(vc * x[i])); });
-      const double sv = lane_sum(hw, [=](int64_t i) {
-        return static_cast<double>(dy[i] * x[i] * x[i] * hsig_grad(vc * x[i]));
-      });
-      db += lane_sum(hw, [dy](int64_t i) { return static_cast<double>(dy[i]); });
+      double sg, sv, sdy;
+      range_evo_channel_sums(x, dy, hw, vc, sg, sv, sdy);
+      db += sdy;
       dg += sg * r;
       dv += sv * gamma * r;
     }
@@ -666,21 +713,9 @@ void RangeEvoNorm::backward(const Tensor& in, const Tensor& out, const Tensor& d
     const float* dy = dout.data.data() + u * m;
     float* dx = dinp->data.data() + u * m;
     const float r = inv_[u];
-    const float* gamma = params.row(n) + g_off_ + grp * cg;
-    const float* v = params.row(n) + v_off_ + grp * cg;
-    double sq = 0.0;  // sum(dy * gamma * x * hsig): dL/ds = -inv^2 * sq
-    for (int64_t c = 0; c < cg; ++c) {
-      const float a = gamma[c] * r, vc = v[c], gc = gamma[c];
-      const int64_t o = c * hw;
-      sq += lane_sum(hw, [=](int64_t i) {
-        return static_cast<double>(dy[o + i] * gc * x[o + i] * hsig(vc * x[o + i]));
-      });
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = o + i;
-        const float z = vc * x[j], h = hsig(z);
-        dx[j] = dy[j] * a * (h + z * hsig_grad(z));
-      }
-    }
+    // sum(dy * gamma * x * hsig): dL/ds = -inv^2 * sq
+    const double sq = range_evo_unit_backward(x, dy, dx, cg, hw, params.row(n) + g_off_ + grp * cg,
+                                              params.row(n) + v_off_ + grp * cg, r);
     const double ds = -sq * r * r;
     scatter_range_grad(dx, m, m, k, amax_.data() + u * kRangeChunks,
                        amin_.data() + u * kRangeChunks,

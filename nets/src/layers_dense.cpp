@@ -1,12 +1,12 @@
-// Linear (cblas_sgemm per (node, sample range)), ReLU and Flatten on the CPU.
+// Linear (kernels::sgemm, oneDNN's sgemm, per (node, sample range)), ReLU and Flatten on the CPU.
 //   Linear forward:  Y[nb, out] = X[nb, in] W^T + b,  W = [out, in]
 //          backward: dW += dY^T X,  db += column sums of dY,  dX = dY W
-#include <cblas.h>
 
 #include <cmath>
 #include <cstring>
 
 #include "layers_internal.h"
+#include "spush/kernels/sgemm.h"
 #include "spush/nets/layers.h"
 
 namespace spush::nets {
@@ -62,10 +62,8 @@ void Linear::forward(const Tensor& in, Tensor& out, const NodeMatrix& params, bo
       const float* b = params.row(n) + b_off_;
       for (int64_t i = 0; i < nb; ++i) std::memcpy(y + i * out_, b, sizeof(float) * out_);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nb),
-                static_cast<int>(out_), static_cast<int>(in_), 1.0f, in.sample(n, b0),
-                static_cast<int>(in_), w, static_cast<int>(in_), bias_ ? 1.0f : 0.0f, y,
-                static_cast<int>(out_));
+    kernels::sgemm(false, true, nb, out_, in_, 1.0f, in.sample(n, b0), in_, w, in_,
+                   bias_ ? 1.0f : 0.0f, y, out_);
   }
 }
 
@@ -84,19 +82,15 @@ void Linear::backward(const Tensor& in, const Tensor& out, const Tensor& dout, T
     const float* dy = dout.sample(n, b0);
     const float* x = in.sample(n, b0);
     float* dw = partials.target(task, dparams, w_off_);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(out_),
-                static_cast<int>(in_), static_cast<int>(nb), 1.0f, dy, static_cast<int>(out_), x,
-                static_cast<int>(in_), 1.0f, dw, static_cast<int>(in_));
+    kernels::sgemm(true, false, out_, in_, nb, 1.0f, dy, out_, x, in_, 1.0f, dw, in_);
     if (bias_) {
       float* db = dw + out_ * in_;
       for (int64_t i = 0; i < nb; ++i)
         for (int64_t o = 0; o < out_; ++o) db[o] += dy[i * out_ + o];
     }
     if (dinp) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nb),
-                  static_cast<int>(in_), static_cast<int>(out_), 1.0f, dy, static_cast<int>(out_),
-                  params.row(n) + w_off_, static_cast<int>(in_), 0.0f, dinp->sample(n, b0),
-                  static_cast<int>(in_));
+      kernels::sgemm(false, false, nb, in_, out_, 1.0f, dy, out_, params.row(n) + w_off_, in_, 0.0f,
+                     dinp->sample(n, b0), in_);
     }
   }
   partials.reduce(dparams, w_off_);

@@ -133,10 +133,9 @@ __attribute__((target_clones("avx512f", "default"))) void nearest_block(const fl
 }
 
 // Chunk c of the stream: elements c kChunk + first .. + first + len - 1 of it, x and q pointing
-// at the first of them.
-__attribute__((target_clones("avx512f", "default"))) void stochastic_chunk(
-    uint64_t c, int64_t first, int64_t len, const float* x, float lo, float scale, uint32_t it,
-    uint32_t node, uint32_t k0, uint32_t k1, uint8_t* q) {
+// at the first of them. The portable path: CPUs with AVX-512 run stochastic_chunk_avx512.
+void stochastic_chunk(uint64_t c, int64_t first, int64_t len, const float* x, float lo, float scale,
+                      uint32_t it, uint32_t node, uint32_t k0, uint32_t k1, uint8_t* q) {
   float u[kChunk];
   philox_chunk(c * (kChunk / 4), it, node, k0, k1, u);
   const float* uc = u + first;

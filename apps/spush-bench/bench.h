@@ -198,7 +198,7 @@ struct Case {
 };
 
 std::vector<Case> cpu_cases(const Options& opt);
-std::vector<Case> train_cases(const Options& opt);  // whole training iterations (CPU)
+std::vector<Case> train_cases(const Options& opt);  // training iterations, layers (CPU)
 std::vector<Case> gpu_cases(const Options& opt);    // empty in builds without CUDA
 std::string gpu_description();                      // "" without a usable GPU
 

@@ -181,9 +181,11 @@ nlohmann::json report(const std::string& header) {
     // over the fp32 path of the same case, "spush").
     const bool int8 = r.info.impl == "int8";
     const bool main_impl = r.info.impl == "spush" || int8;
-    // x_lib: over the library a user would call instead (CUB's sort on the GPU, gemmlowp).
+    // x_lib: over the library a user would call instead (CUB's sort on the GPU, gemmlowp,
+    // oneDNN's pooling).
     const double xcub = main_impl ? speedup("cub_sort") : 0,
-                 xlowp = main_impl ? speedup("gemmlowp") : 0, xc = std::max(xcub, xlowp),
+                 xlowp = main_impl ? speedup("gemmlowp") : 0,
+                 xdnnl = main_impl ? speedup("onednn") : 0, xc = std::max({xcub, xlowp, xdnnl}),
                  xu = main_impl ? speedup("unfused") : 0,
                  xp = main_impl
                           ? std::max({speedup("cpu"), speedup("reference"), speedup("im2col")})
@@ -213,6 +215,7 @@ nlohmann::json report(const std::string& header) {
                          {"pct_copy", pct},
                          {"speedup_vs_cub_sort", xcub},
                          {"speedup_vs_gemmlowp", xlowp},
+                         {"speedup_vs_onednn", xdnnl},
                          {"speedup_vs_unfused", xu},
                          {"speedup_vs_cpu", xp},
                          {"ops", r.info.ops},

@@ -4,7 +4,6 @@
 #include "onednn_pool.h"
 
 #include <stdexcept>
-#include <string>
 
 #ifdef SPUSH_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -64,8 +63,6 @@ void OnednnMaxPool::backward(const float* dy, float* dx) {
   d.strm.wait();
 }
 
-std::string OnednnMaxPool::impl() const { return impl_->fpd.impl_info_str(); }
-
 #else
 
 bool onednn_pool_available() { return false; }
@@ -76,7 +73,6 @@ OnednnMaxPool::OnednnMaxPool(int64_t, int64_t, int64_t, int64_t, int64_t) {
 OnednnMaxPool::~OnednnMaxPool() = default;
 void OnednnMaxPool::forward(const float*, float*) {}
 void OnednnMaxPool::backward(const float*, float*) {}
-std::string OnednnMaxPool::impl() const { return "-"; }
 
 #endif
 

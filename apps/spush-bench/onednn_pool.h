@@ -3,7 +3,6 @@
 #pragma once
 #include <cstdint>
 #include <memory>
-#include <string>
 
 namespace spush::bench {
 
@@ -21,8 +20,6 @@ class OnednnMaxPool {
   void forward(const float* x, float* y);
   // dx from dy and the workspace of the last forward.
   void backward(const float* dy, float* dx);
-  // oneDNN's implementation name ("jit:avx512_core", ...).
-  std::string impl() const;
 
  private:
   struct Impl;

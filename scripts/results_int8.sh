@@ -3,7 +3,7 @@
 # 8 nodes, CPU; Deep-Squeeze, CHOCO-SGD and Sparse-Push top-1%, label skew 0 and 0.8, each at
 # --precision fp32 and int8.
 #   lenet:  LeNet-5 + GroupNorm (the main job's network), 4 epochs
-#   resnet: ResNet-20 + Range EvoNorm, 1 epoch (SPUSH_RESNET_EPOCHS to change), accuracy on
+#   resnet: ResNet-20 + Range EvoNorm, 2 epochs (SPUSH_RESNET_EPOCHS to change), accuracy on
 #           5,000 of the 10,000 test images (each of the 8 nodes evaluates them every epoch)
 # SPUSH_ALGOS (default "deepsqueeze choco sparsepush") and SPUSH_SKEWS (default "0 0.8") select
 # rows.
@@ -26,7 +26,7 @@ models=()
 [[ $which == lenet || $which == all ]] &&
   models+=("lenet5|--model lenet5 --norm group --epochs 4 --lr 0.05")
 [[ $which == resnet || $which == all ]] &&
-  models+=("resnet20|--model resnet20 --norm rangeevo --epochs ${SPUSH_RESNET_EPOCHS:-1} --lr 0.05 --eval-samples 5000")
+  models+=("resnet20|--model resnet20 --norm rangeevo --epochs ${SPUSH_RESNET_EPOCHS:-2} --lr 0.05 --eval-samples 5000")
 for m in "${models[@]}"; do
   for a in "${algos[@]}"; do
     [[ " ${SPUSH_ALGOS:-deepsqueeze choco sparsepush} " == *" ${a%%|*} "* ]] || continue

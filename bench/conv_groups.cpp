@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -93,9 +94,9 @@ int main() {
   std::printf("%d nodes x batch %d, %d threads; medians of %d runs\n", nodes, batch, threads, reps);
   for (const Shape& sh : {Shape{16, 32}, Shape{32, 16}, Shape{64, 8}}) {
     Conv grouped(batch, nodes, sh.c, sh.h);
-    std::vector<Conv*> per;
+    std::vector<std::unique_ptr<Conv>> per;
     omp_set_num_threads(1);  // one thread per node's primitive, as the layers run them
-    for (int n = 0; n < nodes; ++n) per.push_back(new Conv(batch, 1, sh.c, sh.h));
+    for (int n = 0; n < nodes; ++n) per.push_back(std::make_unique<Conv>(batch, 1, sh.c, sh.h));
     omp_set_num_threads(threads);
     for (int op = 0; op < 3; ++op) {
       std::vector<double> tg, tp;
@@ -122,6 +123,5 @@ int main() {
           "  grouped / per-node time %.2f\n",
           sh.c, sh.h, sh.h, sh.c, ops[op], g, ops2 / g / 1e6, p, ops2 / p / 1e6, g / p);
     }
-    for (Conv* c : per) delete c;
   }
 }

@@ -109,8 +109,8 @@ class CpuMixRing : public Instance {
 
 // C = (A - a_zero) B on m x k u8 and k x n s8 operands: impl "spush" is gemm_u8s8s32 (oneDNN
 // when available), "cpu" the reference loops, "sgemm_fp32" OpenBLAS's sgemm on the same shape
-// in fp32 (what an fp32 layer would run), "gemmlowp" gemmlowp's u8 x u8 GEMM with the same
-// offsets (B + 128 as u8, offset -128), given B transposed as it prefers. check() compares
+// in fp32 (the fp32 GEMM a user would otherwise call), "gemmlowp" gemmlowp's u8 x u8 GEMM with the
+// same offsets (B + 128 as u8, offset -128), given B transposed as it prefers. check() compares
 // spush and gemmlowp with the reference.
 class CpuGemm : public Instance {
  public:

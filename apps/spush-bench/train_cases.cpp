@@ -76,7 +76,7 @@ class MaxPoolCase : public Instance {
  public:
   MaxPoolCase(const std::string& impl, int64_t nodes, int64_t batch, int64_t c, int64_t h,
               int64_t w)
-      : impl_(impl), pool_(2), none_(nodes, 0) {
+      : pool_(2), none_(nodes, 0) {
     x_.resize(nodes, batch, c, h, w);
     dy_.resize(nodes, batch, pool_.output_shape(x_.shape3()));
     std::mt19937_64 rng(9);
@@ -85,7 +85,7 @@ class MaxPoolCase : public Instance {
     for (auto& v : dy_.data) v = d(rng);
     y_.resize_like(dy_);
     dx_.resize_like(x_);
-    if (impl_ == "onednn")
+    if (impl == "onednn")
       lib_ = std::make_unique<OnednnMaxPool>(nodes * batch, c, h, w, int64_t{2});
   }
   void run(int) override {
@@ -108,7 +108,6 @@ class MaxPoolCase : public Instance {
   }
 
  private:
-  std::string impl_;
   nets::MaxPool2d pool_;
   nets::NodeMatrix none_;  // pooling has no parameters
   nets::Tensor x_, y_, dy_, dx_;

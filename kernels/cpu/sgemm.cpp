@@ -70,12 +70,4 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 #endif
 }
 
-std::string sgemm_path() {
-#ifdef SPUSH_HAVE_DNNL
-  return "onednn";
-#else
-  return "openblas";
-#endif
-}
-
 }  // namespace spush::kernels

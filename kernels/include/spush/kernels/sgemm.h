@@ -9,7 +9,6 @@
 // The two differ in the order of their sums: results agree to fp32 rounding, not bit for bit.
 #pragma once
 #include <cstdint>
-#include <string>
 
 namespace spush::kernels {
 
@@ -19,8 +18,5 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 void sgemm_blas(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                 int64_t ldc);
-
-// What sgemm runs: "onednn" or "openblas".
-std::string sgemm_path();
 
 }  // namespace spush::kernels

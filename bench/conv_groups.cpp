@@ -6,17 +6,20 @@
 // primitive execution only (operands already in the blocked layouts oneDNN picks, so the
 // node-major to sample-major permute a grouped primitive would also need is not counted), for
 // ResNet-20's three 3x3 stage shapes, 4 nodes x batch 32, forward, backward-data and
-// backward-weights, and prints the medians of 11 runs and the ratio.
+// backward-weights, and prints the medians of 11 runs and the ratio (and writes them as JSON to
+// the file named by the first argument, if any).
 //
-// Build and run (Debian's libdnnl-dev):
+// Build and run (Debian's libdnnl-dev and nlohmann-json3-dev):
 //   g++ -O2 -fopenmp -std=c++17 bench/conv_groups.cpp -ldnnl -o /tmp/conv_groups
-//   OMP_NUM_THREADS=2 /tmp/conv_groups
+//   OMP_NUM_THREADS=2 /tmp/conv_groups conv_groups.json
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -84,9 +87,10 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   const int nodes = 4, batch = 32, reps = 11;
   const int threads = omp_get_max_threads();
+  nlohmann::json rows = nlohmann::json::array();
   struct Shape {
     int c, h;
   };
@@ -122,6 +126,28 @@ int main() {
           "%2dx%2dx%2d-%2d %-16s grouped %6.3f ms %4.0f GOP/s  per-node %6.3f ms %4.0f GOP/s"
           "  grouped / per-node time %.2f\n",
           sh.c, sh.h, sh.h, sh.c, ops[op], g, ops2 / g / 1e6, p, ops2 / p / 1e6, g / p);
+      rows.push_back({{"channels", sh.c},
+                      {"size", sh.h},
+                      {"op", ops[op]},
+                      {"grouped_ms", g},
+                      {"per_node_ms", p},
+                      {"grouped_gops", ops2 / g / 1e6},
+                      {"per_node_gops", ops2 / p / 1e6},
+                      {"grouped_over_per_node", g / p}});
+    }
+  }
+  if (argc > 1) {
+    std::ofstream out(argv[1]);
+    out << nlohmann::json{{"nodes", nodes},
+                          {"batch", batch},
+                          {"threads", threads},
+                          {"reps", reps},
+                          {"rows", rows}}
+               .dump(1)
+        << "\n";
+    if (!out.flush()) {
+      std::fprintf(stderr, "conv_groups: cannot write %s\n", argv[1]);
+      return 1;
     }
   }
 }
